@@ -1,0 +1,85 @@
+"""The model config: one dataclass that fully describes a network.
+
+Every choice the AtICNet paper leaves open (SPEC section 3) is a field here, so the
+ablations are config changes, not code changes. The config travels with the weights
+(``model.json``), so a saved model can always be rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# ImageNet statistics on [0, 1] pixels: the convention of every ICNet/PSPNet port.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelConfig:
+    name: str  # "icnet", "aticnet", "pspnet", "icnet_s5x2", "icnet_atrous"
+    num_classes: int = 19  # output channels of the classifiers
+    width: float = 0.5  # channel multiplier on ResNet-50 widths; 0.5 = released ICNet
+    architecture: str = "cascade"  # "cascade" (ICNet family) or "pspnet"
+    stage_blocks: tuple[int, int, int] = (3, 4, 6)  # residual blocks in stages 2, 3, 4
+    stage5_blocks: int = 3  # residual blocks in stage 5; AtICNet drops one (2)
+    pyramid: str = "pool"  # "pool" (ICNet sum), "atrous" (AtICNet sum), "concat" (PSPNet)
+    bins: tuple[int, ...] = (1, 2, 3, 6)  # pyramid levels: pooled grid sizes
+    rates: tuple[int, ...] = (2, 4, 8, 12)  # atrous pyramid: dilation per level, paired with bins
+    atrous_reduction: int = 8  # atrous branch width = C / this (DeepLab's ASPP ratio)
+    atrous_final_relu: bool = False  # ReLU after the branch's 1x1 conv + BN (paper is silent)
+    aux_weights: tuple[float, ...] = (0.4, 0.4)  # loss weights of the aux outputs, coarsest first
+    align_corners: bool = True  # Caffe's Interp layer, used by the original release
+    stride_in_1x1: bool = True  # stride of a downsampling block in its 1x1 conv (MSRA/Caffe)
+    zero_init_residual: bool = False  # start each residual block as identity (last BN = 0)
+    dropout: float = 0.0  # before the classifier; PSPNet uses 0.1
+    in_channels: int = 3  # image channels
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalisation, [0, 1] pixels
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        # YAML and JSON give lists; the config keeps tuples so it stays hashable.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                setattr(self, f.name, tuple(value))
+        if self.pyramid not in ("pool", "atrous", "concat"):
+            raise ValueError(f"pyramid must be 'pool', 'atrous' or 'concat', not {self.pyramid!r}")
+        if self.architecture not in ("cascade", "pspnet"):
+            raise ValueError(f"architecture must be 'cascade' or 'pspnet', not {self.architecture!r}")
+        if self.pyramid == "atrous" and len(self.rates) != len(self.bins):
+            raise ValueError(f"atrous pyramid needs one rate per bin: bins {self.bins}, rates {self.rates}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be positive, not {self.num_classes}")
+        if self.width <= 0:
+            raise ValueError(f"width must be positive, not {self.width}")
+        if self.stage5_blocks < 1 or min(self.stage_blocks) < 1:
+            raise ValueError("every stage needs at least one block")
+
+    def channels(self, full_width: int) -> int:
+        """``full_width`` channels (ResNet-50 at width 1.0) scaled by ``width``, a multiple of 8."""
+        return max(8, int(full_width * self.width / 8 + 0.5) * 8)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def replace(config: ModelConfig, **overrides: Any) -> ModelConfig:
+    """A copy of ``config`` with ``overrides``; unknown names are an error, not ignored."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
+    return dataclasses.replace(config, **overrides)
+
+
+__all__ = ["ModelConfig", "replace", "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -1,0 +1,108 @@
+"""Pyramid pooling in the three forms the three papers use.
+
+* :class:`SumPyramidPooling` (ICNet): average-pool to each bin grid, upsample back and
+  **sum** with the input. No conv per level; channels unchanged.
+* :class:`AtrousPyramidPooling` (AtICNet): each level first runs a 3x3 atrous conv
+  (C -> C/8), BN, ReLU, a 1x1 conv (C/8 -> C) and BN, then pools and upsamples; the
+  levels are **summed** with the input, as in ICNet.
+* :class:`ConcatPyramidPooling` (PSPNet): pool, 1x1 conv to C/4 + BN + ReLU, upsample, and
+  **concatenate** with the input (2C channels out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import ConvBN, resize
+
+
+def pool_and_upsample(x: Tensor, bins: int, align_corners: bool) -> Tensor:
+    """Average-pool N x C x H x W to a bins x bins grid and upsample it back to H x W."""
+    return resize(F.adaptive_avg_pool2d(x, bins), x.shape[-2:], align_corners)
+
+
+class SumPyramidPooling(nn.Module):
+    """ICNet's pyramid: ``x + sum_b up(pool_b(x))``; output channels = input channels."""
+
+    def __init__(self, channels: int, bins: Sequence[int] = (1, 2, 3, 6), *, align_corners: bool = True) -> None:
+        super().__init__()
+        self.in_channels = self.out_channels = channels
+        self.bins = tuple(bins)
+        self.align_corners = align_corners
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: N x C x h x w (the 1/32 map)  ->  N x C x h x w
+        out = x
+        for b in self.bins:
+            out = out + pool_and_upsample(x, b, self.align_corners)
+        return out
+
+
+class AtrousLevel(nn.Module):
+    """One AtICNet pyramid level: atrous 3x3 (C -> C/r), BN, ReLU, 1x1 (C/r -> C), BN, pool."""
+
+    def __init__(
+        self, channels: int, branch_channels: int, bins: int, rate: int, *, final_relu: bool, align_corners: bool
+    ) -> None:
+        super().__init__()
+        self.atrous = ConvBN(channels, branch_channels, 3, dilation=rate)  # padding = rate
+        self.project = ConvBN(branch_channels, channels, 1, relu=final_relu)
+        self.bins, self.rate = bins, rate
+        self.align_corners = align_corners
+
+    def forward(self, x: Tensor) -> Tensor:
+        # N x C x h x w -> N x C x h x w (pooled to bins x bins, then upsampled)
+        return pool_and_upsample(self.project(self.atrous(x)), self.bins, self.align_corners)
+
+
+class AtrousPyramidPooling(nn.Module):
+    """AtICNet's pyramid: ``x + sum_l level_l(x)``, levels paired (bin, rate) in order."""
+
+    def __init__(
+        self,
+        channels: int,
+        bins: Sequence[int] = (1, 2, 3, 6),
+        rates: Sequence[int] = (2, 4, 8, 12),
+        *,
+        reduction: int = 8,
+        final_relu: bool = False,
+        align_corners: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(bins) != len(rates):
+            raise ValueError(f"one rate per bin: bins {tuple(bins)}, rates {tuple(rates)}")
+        self.in_channels = self.out_channels = channels
+        branch = max(1, channels // reduction)
+        self.levels = nn.ModuleList(
+            AtrousLevel(channels, branch, b, r, final_relu=final_relu, align_corners=align_corners)
+            for b, r in zip(bins, rates)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: N x C x h x w  ->  N x C x h x w
+        out = x
+        for level in self.levels:
+            out = out + level(x)
+        return out
+
+
+class ConcatPyramidPooling(nn.Module):
+    """PSPNet's pyramid module: ``cat[x, up(conv(pool_b(x))) for b]``; 2C channels out."""
+
+    def __init__(self, channels: int, bins: Sequence[int] = (1, 2, 3, 6), *, align_corners: bool = True) -> None:
+        super().__init__()
+        branch = channels // len(bins)
+        self.in_channels, self.out_channels = channels, channels + branch * len(bins)
+        self.bins = tuple(bins)
+        self.align_corners = align_corners
+        self.convs = nn.ModuleList(ConvBN(channels, branch, 1) for _ in self.bins)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: N x C x h x w  ->  N x 2C x h x w
+        size = x.shape[-2:]
+        levels = [resize(conv(F.adaptive_avg_pool2d(x, b)), size, self.align_corners) for b, conv in zip(self.bins, self.convs)]
+        return torch.cat([x, *levels], dim=1)
