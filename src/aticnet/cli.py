@@ -46,6 +46,70 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     write_json(reports[0] if len(reports) == 1 else reports, args.json)
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from .cli_train import config_from_args
+    from .distributed import shutdown_distributed
+    from .train import train
+
+    config = config_from_args(args)
+    try:
+        summary = train(config)
+    finally:
+        shutdown_distributed()
+    scores = summary.get("scores")
+    if scores and "per_class_iou" in scores:
+        from .metrics import format_scores
+
+        print(format_scores(scores, title=f"{config.model} on {config.dataset} {config.val_split}, step {summary['step']}"))
+    write_json(summary, args.json)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .metrics import format_scores
+
+    if args.predictions:
+        if args.dataset != "cityscapes":
+            raise UserError("--predictions scores label-id PNGs against Cityscapes; use --dataset cityscapes")
+        from .cityscapes_eval import evaluate_cityscapes_predictions
+
+        scores = evaluate_cityscapes_predictions(args.predictions, args.data_root, args.split)
+        title = f"{args.predictions} on cityscapes {args.split}"
+    else:
+        if not args.weights:
+            raise UserError("give --weights (a run directory or .safetensors) or --predictions DIR")
+        scores = evaluate_weights(args)
+        title = f"{args.weights} on {args.dataset} {args.split}"
+    print(format_scores(scores, title=title))
+    print(f"{scores['num_images']} images in {scores['seconds']:.1f} s")
+    write_json(scores, args.json)
+
+
+def evaluate_weights(args: argparse.Namespace) -> dict:
+    from .checkpoint import load_model
+    from .data import EvalTransform, build_dataset
+    from .data.loader import eval_loader
+    from .evaluate import evaluate
+    from .train import pick_device
+
+    device = pick_device(args.device)
+    model, meta = load_model(args.weights, device)
+    dataset = build_dataset(args.dataset, args.data_root, args.split, transform=EvalTransform(mean=model.config.mean, std=model.config.std))
+    if dataset.num_classes != model.config.num_classes:
+        raise UserError(f"{args.weights}: the model predicts {model.config.num_classes} classes, {args.dataset} has {dataset.num_classes}")
+    loader = eval_loader(dataset, workers=args.workers, max_images=args.max_images)
+    return evaluate(model, loader, num_classes=dataset.num_classes, class_names=dataset.classes, device=device,
+                    flip=args.flip, scales=args.scales, precision=args.precision)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    results = run_demo(args.out, steps=args.steps, latency_runs=args.latency_runs, seed=args.seed)
+    write_json({name: {k: r[k] for k in ("miou", "params", "latency_ms", "pixel_accuracy", "train_seconds", "per_class_iou")}
+                for name, r in results.items()}, args.json)
+    print(f"report, curves and comparison figure in {args.out}/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import MODEL_NAMES
 
@@ -62,6 +126,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3, help="timed forward passes for the latency (0 skips)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=cmd_analyze)
+
+    from .cli_train import add_train_flags
+
+    p = sub.add_parser("train", help="train a model (torchrun for several processes or machines)")
+    add_train_flags(p)
+    p.add_argument("--json", metavar="FILE", help="write the run's summary as JSON")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="mIoU of trained weights, or of saved Cityscapes predictions")
+    p.add_argument("--weights", metavar="W", help="a run directory or a .safetensors file")
+    p.add_argument("--predictions", metavar="DIR", help="score label-id PNGs named as the Cityscapes evaluator expects")
+    p.add_argument("--dataset", required=True, help="cityscapes, camvid, folder or synthetic")
+    p.add_argument("--data-root", required=True, metavar="DIR")
+    p.add_argument("--split", default="val")
+    p.add_argument("--flip", action="store_true", help="average with the mirrored image")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale inference, e.g. 0.75 1 1.25")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the main job: train ICNet and AtICNet on synthetic scenes and compare them")
+    p.add_argument("--out", default="runs/demo", help="where the data, runs and report go (default runs/demo)")
+    p.add_argument("--json", metavar="FILE", help="also write {model: {miou, params, latency_ms, ...}} as JSON")
+    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: the demo recipe's)")
+    p.add_argument("--latency-runs", type=int, default=3, help="timed passes at 1024x2048 per model (0 skips)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,0 +1,83 @@
+"""Whole-image evaluation of a model: confusion matrix, mIoU and friends."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .distributed import all_reduce_sum
+from .metrics import ConfusionMatrix
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for "bf16" or "16"; a no-op for "32"."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def predict_logits(model: nn.Module, images: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,)) -> Tensor:
+    """N x 3 x H x W normalised images -> N x K x H x W scores at the input size.
+
+    With ``flip`` or several ``scales`` the softmax probabilities of every view are averaged.
+    """
+    if not flip and tuple(scales) == (1.0,):
+        return model(images)
+    size = images.shape[-2:]
+    total = None
+    for scale in scales:
+        view = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+        for flipped in (False, True) if flip else (False,):
+            x = view.flip(-1) if flipped else view
+            logits = model(x)
+            logits = logits.flip(-1) if flipped else logits
+            probs = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False).softmax(1)
+            total = probs if total is None else total + probs
+    return total
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    num_classes: int,
+    class_names: Sequence[str],
+    device: torch.device,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    precision: str = "32",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``model`` on every (image, label) pair of ``loader``, at full resolution.
+
+    Under torch.distributed each process scores its share and the confusion matrices are
+    summed. Returns the scores of :meth:`ConfusionMatrix.compute` plus ``num_images``,
+    ``seconds`` and ``images_per_s``.
+    """
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, device=device)
+    count = torch.zeros((), dtype=torch.long, device=device)
+    start = time.perf_counter()
+    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, unit="img"):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast(device, precision):
+            scores = predict_logits(model, images, flip=flip, scales=scales)
+        matrix.update(scores.argmax(1), labels)
+        count += images.shape[0]
+    matrix.reduce()
+    all_reduce_sum(count)
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    result = matrix.compute(class_names)
+    result.update(num_images=int(count), seconds=seconds, images_per_s=int(count) / max(seconds, 1e-9))
+    return result
