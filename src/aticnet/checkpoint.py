@@ -29,6 +29,8 @@ from .errors import UserError
 from .models import ModelConfig, model_from_config
 
 CHECKPOINT_PATTERN = re.compile(r"step_(\d+)\.pt$")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -36,6 +38,7 @@ def atomic_write(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a saved file gets the usual mode
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

@@ -109,4 +109,5 @@ def train_loader(
 def eval_loader(dataset: Dataset, *, rank: int = 0, world_size: int = 1, workers: int = 2, max_images: int | None = None):
     """Batch-1 loader over this rank's share of the data set (no padding, no duplicates)."""
     indices = list(range(len(dataset)))[:max_images][rank::world_size]
-    return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=1, num_workers=workers)
+    # Its own generator: worker seeding must not consume the global RNG (dropout, exact resume).
+    return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=1, num_workers=workers, generator=torch.Generator())

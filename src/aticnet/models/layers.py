@@ -80,16 +80,21 @@ def half(x: Tensor, align_corners: bool) -> Tensor:
 
 
 def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
-    """Kaiming-normal convs (fan-out, ReLU), BN weight 1 and bias 0, classifier biases 0.
+    """Kaiming-normal convs (fan-out, ReLU), BN weight 1 and bias 0.
+
+    Classifiers (convs with a bias: nothing else has one) start at N(0, 0.01) with bias 0,
+    as mmsegmentation's heads do: initial logits near 0, so the first loss is about
+    ln(K) per output instead of a large, noisy value.
 
     With ``zero_init_residual`` the last BN of each bottleneck starts at 0, so every
     residual block starts as the identity (Goyal et al., 2017).
     """
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and m.bias is not None:
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

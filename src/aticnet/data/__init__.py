@@ -1,0 +1,47 @@
+"""Segmentation data sets and their transforms.
+
+Every data set yields ``(uint8 3xHxW RGB image, uint8 HxW train ids, 255 = ignore)`` from
+``read(i)`` and passes the pair through its ``transform`` in ``dataset[i]``. Bad files
+raise ``aticnet.errors.DataError`` naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from .base import SegmentationDataset, Transform
+from .camvid import CamVid
+from .cityscapes import Cityscapes
+from .folder import FolderDataset
+from .synthetic import SyntheticDataset, generate_synthetic
+from .transforms import EvalTransform, RandomScale, TrainTransform
+
+DATASETS: dict[str, type[SegmentationDataset]] = {
+    "cityscapes": Cityscapes,
+    "camvid": CamVid,
+    "folder": FolderDataset,
+    "synthetic": SyntheticDataset,
+}
+
+
+def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None) -> SegmentationDataset:
+    """The data set ``name`` (a key of ``DATASETS``) at ``root``, split ``split``."""
+    if name not in DATASETS:
+        raise UserError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name](root, split, transform=transform)
+
+
+__all__ = [
+    "DATASETS",
+    "CamVid",
+    "Cityscapes",
+    "EvalTransform",
+    "FolderDataset",
+    "RandomScale",
+    "SegmentationDataset",
+    "SyntheticDataset",
+    "TrainTransform",
+    "build_dataset",
+    "generate_synthetic",
+]

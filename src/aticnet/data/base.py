@@ -1,0 +1,153 @@
+"""The base of every data set: listing is cheap and strict, decoding checks every file.
+
+A data set is a list of (image path, label path) pairs found when it is built. Reading a
+pair decodes both files with torchvision and maps the label's raw values to train ids
+through a 256-entry table, so each data set only says where its files are and what its
+raw values mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as F
+
+from ..errors import DataError
+
+IGNORE = 255
+INVALID = 254  # label-table value for raw values a data set never contains
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_lut(
+    mapping: dict[int, int] | None = None, *, identity: int = 0, ignore: tuple[int, ...] = (IGNORE,)
+) -> torch.Tensor:
+    """A 256-entry uint8 label table: raw value -> train id.
+
+    Values ``0..identity-1`` map to themselves, ``mapping`` adds or overrides entries, the
+    values in ``ignore`` map to 255, and everything else to ``INVALID`` (an error on read).
+    """
+    lut = torch.full((256,), INVALID, dtype=torch.uint8)
+    lut[:identity] = torch.arange(identity, dtype=torch.uint8)
+    for raw in ignore:
+        lut[raw] = IGNORE
+    for raw, train_id in (mapping or {}).items():
+        lut[raw] = train_id
+    return lut
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise DataError(path, f"{what} not found" if not path.exists() else f"{what} is not a folder")
+    return path
+
+
+def pair_up(
+    images: dict[str, Path], labels: dict[str, Path], image_dir: Path, label_dir: Path
+) -> list[tuple[Path, Path]]:
+    """Join images and labels on a shared key; any image or label without its partner is an error."""
+    for key in sorted(images):
+        if key not in labels:
+            raise DataError(images[key], f"no label for this image (looked in {label_dir})")
+    for key in sorted(labels):
+        if key not in images:
+            raise DataError(labels[key], f"no image for this label (looked in {image_dir})")
+    return [(images[key], labels[key]) for key in sorted(images)]
+
+
+class SegmentationDataset(Dataset):
+    """(image, label) pairs of one split.
+
+    ``read(i)`` gives the decoded pair: a uint8 3xHxW RGB image and a uint8 HxW label of
+    train ids 0..K-1 or 255 (ignored). ``dataset[i]`` passes it through ``transform``.
+    Subclasses set ``classes``, ``colors``, ``label_lut`` and implement ``find_samples``.
+    """
+
+    ignore_index = IGNORE
+    classes: list[str]
+    colors: list[tuple[int, int, int]]
+    label_lut: torch.Tensor
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        require_dir(self.root, "data root")
+        self.image_dir = self.split_dir()
+        self.samples: list[tuple[Path, Path]] = self.find_samples()
+        if not self.samples:
+            raise DataError(self.image_dir, f"split {split!r} has no images")
+
+    # --- what a subclass says -------------------------------------------------------
+    def split_dir(self) -> Path:
+        """The folder of this split's images; ``relative_name`` is relative to it."""
+        raise NotImplementedError
+
+    def find_samples(self) -> list[tuple[Path, Path]]:
+        """All (image, label) pairs of the split, sorted; raises DataError for unpaired files."""
+        raise NotImplementedError
+
+    def lut_for(self, label_path: Path) -> torch.Tensor:
+        """The label table for one label file (Cityscapes has two kinds of label files)."""
+        return self.label_lut
+
+    # --- shared ---------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def relative_name(self, i: int) -> str:
+        """The image's path relative to the split folder, without extension ('city/name')."""
+        return self.samples[i][0].relative_to(self.image_dir).with_suffix("").as_posix()
+
+    def read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode pair ``i``: (uint8 3xHxW RGB image, uint8 HxW train ids or 255)."""
+        image_path, label_path = self.samples[i]
+        image = decode(image_path, ImageReadMode.RGB)
+        if image.dtype != torch.uint8:  # 16-bit PNG photos
+            image = F.to_dtype(image, torch.uint8, scale=True)
+        raw = decode(label_path, ImageReadMode.UNCHANGED)
+        if raw.shape[0] != 1 or raw.dtype != torch.uint8:
+            kind = f"{raw.shape[0]}-channel" if raw.shape[0] != 1 else str(raw.dtype).removeprefix("torch.")
+            raise DataError(label_path, f"label is a {kind} image; it must be 8-bit single-channel (a value per pixel)")
+        raw = raw[0]
+        if raw.shape != image.shape[1:]:
+            raise DataError(
+                label_path, f"label is {raw.shape[0]}x{raw.shape[1]} but its image {image_path.name} is "
+                f"{image.shape[1]}x{image.shape[2]}"
+            )
+        label = self.lut_for(label_path)[raw.long()]
+        bad = label == INVALID
+        if bad.any():
+            values = torch.unique(raw[bad]).tolist()
+            shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+            raise DataError(label_path, f"label values not used by {type(self).__name__}: {shown}")
+        return image, label
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.read(i)
+        if self.transform is not None:
+            return self.transform(image, label)
+        return image, label
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}(root={str(self.root)!r}, split={self.split!r}, {len(self)} samples, {self.num_classes} classes)"
+
+
+def decode(path: Path, mode: ImageReadMode) -> torch.Tensor:
+    """``decode_image`` whose failures name the file."""
+    try:
+        return decode_image(str(path), mode=mode)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (RuntimeError, ValueError, OSError) as e:
+        raise DataError(path, f"cannot decode image ({e})") from None

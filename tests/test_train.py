@@ -1,0 +1,143 @@
+"""The engine through the command line: training, exact resume, warm start, DDP, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from aticnet.checkpoint import list_checkpoints, load_checkpoint, load_model
+from aticnet.cli import main
+from aticnet.config import load_config
+from aticnet.errors import UserError
+from aticnet.runlog import read_metrics
+
+from conftest import TINY_TRAIN
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"}
+
+
+def run_train(root: Path, out: Path, *extra: str) -> int:
+    return main(["train", *TINY_TRAIN, "--data-root", str(root), "--out", str(out), *extra])
+
+
+def test_a_few_steps_write_the_run_directory(synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    assert run_train(synthetic_root, out, "--max-steps", "4", "--save-every", "2", "--json", str(tmp_path / "s.json")) == 0
+    assert sorted(p.name for p in list_checkpoints(out)) == ["step_0000002.pt", "step_0000004.pt"]
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert all({"loss", "lr", "images_per_s"} <= set(r) for r in rows if r["kind"] == "train")
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert evals and 0.0 <= evals[-1]["miou"] <= 1.0
+    model, meta = load_model(out)
+    assert model.config.name == "icnet" and model.config.width == 0.125
+    assert len(meta["classes"]) == 19 and meta["dataset"] == "synthetic"
+    assert json.loads((tmp_path / "s.json").read_text())["step"] == 4
+    # The poly schedule reaches zero at max_steps.
+    assert rows[[r["kind"] for r in rows].index("train") + 3]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert load_config(out / "config.yaml").max_steps == 4
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(synthetic_root, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert run_train(synthetic_root, full, "--max-steps", "6", "--save-every", "3", "--keep-checkpoints", "5") == 0
+    # A run stopped after step 3: its directory holds the config and the step-3 checkpoint.
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "config.yaml", resumed / "config.yaml")
+    shutil.copy(full / "checkpoints" / "step_0000003.pt", resumed / "checkpoints")
+    assert main(["train", "--out", str(resumed), "--resume"]) == 0
+    expected = {s: v for s, v in train_losses(full).items() if s > 3}
+    assert train_losses(resumed) == expected  # bit-identical, not approximately equal
+    a, b = load_checkpoint(full / "checkpoints" / "step_0000006.pt"), load_checkpoint(resumed / "checkpoints" / "step_0000006.pt")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_same_seed_same_losses_other_seed_other_losses(synthetic_root, tmp_path):
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert run_train(synthetic_root, tmp_path / name, "--max-steps", "2", "--seed", seed, "--save-every", "0") == 0
+    a, b, c = (train_losses(tmp_path / n) for n in "abc")
+    assert a == b and a != c
+
+
+def test_workers_do_not_change_the_data(synthetic_root, tmp_path):
+    run_train(synthetic_root, tmp_path / "w0", "--max-steps", "2", "--save-every", "0")
+    run_train(synthetic_root, tmp_path / "w2", "--max-steps", "2", "--save-every", "0", "--workers", "2")
+    assert train_losses(tmp_path / "w0") == train_losses(tmp_path / "w2")
+
+
+def test_warm_start_from_earlier_weights(synthetic_root, tmp_path):
+    first = tmp_path / "r1"
+    run_train(synthetic_root, first, "--max-steps", "2", "--save-every", "0")
+    second = tmp_path / "r2"
+    assert run_train(synthetic_root, second, "--max-steps", "1", "--save-every", "0", "--init", str(first), "--lr", "0") == 0
+    # With lr 0 the weights cannot move: round 2 ends exactly where round 1 did (BN stats aside).
+    a, _ = load_model(first)
+    b, _ = load_model(second)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_warm_start_from_another_model_is_refused(synthetic_root, tmp_path):
+    first = tmp_path / "r1"
+    run_train(synthetic_root, first, "--max-steps", "1", "--save-every", "0")
+    with pytest.raises(UserError, match="weights do not fit aticnet"):
+        main(["--debug", "train", *TINY_TRAIN, "--data-root", str(synthetic_root), "--out", str(tmp_path / "x"),
+              "--model", "aticnet", "--max-steps", "1", "--init", str(first)])
+
+
+def test_config_file_and_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: icnet\ncrop_size: 320\nscale_range: [0.75, 1.5]\nlr: 1\n")
+    config = load_config(path, crop_size=256)
+    assert (config.model, config.crop_size, config.scale_range, config.lr) == ("icnet", 256, (0.75, 1.5), 1.0)
+    path.write_text("crop_sise: 320\n")
+    with pytest.raises(UserError, match="unknown field 'crop_sise'"):
+        load_config(path)
+    path.write_text("crop_size: big\n")
+    with pytest.raises(UserError, match="crop_size must be int"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["icnet_cityscapes", "aticnet_cityscapes", "icnet_cityscapes_60k", "aticnet_cityscapes_60k"])
+def test_paper_recipes(name):
+    config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    assert (config.crop_size, config.lr, config.poly_power, config.momentum, config.weight_decay) == (720, 0.001, 0.9, 0.9, 1e-4)
+    assert (config.batch_size, config.max_steps) == ((16, 60000) if name.endswith("60k") else (10, 5000))
+    assert config.optimizer == "sgd" and (config.init is not None) == name.endswith("60k")
+
+
+def test_evaluate_command_json(synthetic_root, tmp_path):
+    run_train(synthetic_root, tmp_path / "run", "--max-steps", "1", "--save-every", "0")
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", "--weights", str(tmp_path / "run"), "--dataset", "synthetic", "--data-root",
+                 str(synthetic_root), "--split", "val", "--json", str(out), "--workers", "0"]) == 0
+    scores = json.loads(out.read_text())
+    assert {"miou", "per_class_iou", "pixel_accuracy", "num_images", "seconds"} <= set(scores)
+    assert scores["num_images"] == 4 and len(scores["per_class_iou"]) == 19
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(synthetic_root, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aticnet",
+           "train", *TINY_TRAIN, "--data-root", str(synthetic_root), "--out", str(out), "--max-steps", "3",
+           "--save-every", "3", "--eval-max-images", "4"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert len(evals) == 1  # written once, by rank 0
+    model, _ = load_model(out)
+    assert model.config.name == "icnet"
