@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-runs", type=int, default=3, help="timed passes at 1024x2048 per model (0 skips)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    from . import export, figures_cli, predict
+
+    predict.add_parser(sub)
+    export.add_parser(sub)
+    figures_cli.add_parser(sub)  # compare and plot
     return parser
 
 

@@ -20,9 +20,33 @@ from torch import Tensor, nn
 from .layers import ConvBN, resize
 
 
+def adaptive_avg_pool(x: Tensor, bins: int) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)``; while exporting (ONNX, ``torch.export``) the same averages as two
+    matrix products, so the exported graph holds for any input size: the exporters bake adaptive pooling's
+    windows in for the traced size. The two agree to float rounding (``tests/test_export.py``)."""
+    if _exporting():
+        return _pool_matrix(x, x.shape[-2], bins) @ x @ _pool_matrix(x, x.shape[-1], bins).transpose(0, 1)
+    return F.adaptive_avg_pool2d(x, bins)
+
+
+def _exporting() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return bool(is_exporting and is_exporting()) or torch.onnx.is_in_onnx_export()
+
+
+def _pool_matrix(like: Tensor, size: int, bins: int) -> Tensor:
+    """bins x size: row i averages [floor(i*size/bins), ceil((i+1)*size/bins)), adaptive pooling's window."""
+    i = torch.arange(bins, device=like.device)
+    start = torch.div(i * size, bins, rounding_mode="floor")
+    end = torch.div((i + 1) * size + bins - 1, bins, rounding_mode="floor")
+    pos = torch.arange(size, device=like.device)
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
 def pool_and_upsample(x: Tensor, bins: int, align_corners: bool) -> Tensor:
     """Average-pool N x C x H x W to a bins x bins grid and upsample it back to H x W."""
-    return resize(F.adaptive_avg_pool2d(x, bins), x.shape[-2:], align_corners)
+    return resize(adaptive_avg_pool(x, bins), x.shape[-2:], align_corners)
 
 
 class SumPyramidPooling(nn.Module):
@@ -104,5 +128,5 @@ class ConcatPyramidPooling(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # x: N x C x h x w  ->  N x 2C x h x w
         size = x.shape[-2:]
-        levels = [resize(conv(F.adaptive_avg_pool2d(x, b)), size, self.align_corners) for b, conv in zip(self.bins, self.convs)]
+        levels = [resize(conv(adaptive_avg_pool(x, b)), size, self.align_corners) for b, conv in zip(self.bins, self.convs)]
         return torch.cat([x, *levels], dim=1)

@@ -1,0 +1,337 @@
+"""``aticnet predict``: segment images, folders and videos with trained weights.
+
+Inputs are image files, folders (searched recursively for image files) and videos
+(.mp4, .avi, .mov, .mkv; decoded and written with PyAV, ``pip install av``). Each output
+keeps its input's size and its path relative to the folder it was found in (a file given
+directly lands at the top of ``--out``), with a ``.png`` suffix.
+
+Formats:
+
+* ``trainid``: one-channel PNG of train ids (0..K-1), the model's own classes.
+* ``labelid``: one-channel PNG of Cityscapes label ids (19-class Cityscapes models only).
+* ``color``: RGB PNG in the classes' colours.
+* ``overlay``: the image with the colours blended over it (``--alpha``).
+* ``cityscapes``: label-id PNGs named ``{city}_{seq}_{frame}_pred.png`` (from inputs named
+  like ``aachen_000000_000019_leftImg8bit.png``), in the input's city folder: what the
+  official evaluator, the benchmark server and ``aticnet evaluate --predictions`` read.
+
+A video becomes a video (``overlay`` or ``color``, same container, H.264 or MPEG-4) or,
+for ``trainid`` and ``labelid``, a folder of per-frame PNGs. Same-size images run in
+batches of ``--batch-size``; a progress bar runs and the throughput is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from .api import IMAGE_EXTENSIONS, Segmenter, group_by_size, image_size, load, read_image
+from .errors import DataError, UserError
+
+FORMATS = ("trainid", "labelid", "color", "overlay", "cityscapes")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+CITYSCAPES_NAME = re.compile(r"^([a-z_]+?)_(\d{6})_(\d{6})")  # {city}_{seq}_{frame}
+VIDEO_CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".avi": "mpeg4"}
+
+
+@dataclass
+class Item:
+    source: Path  # the input file
+    rel: Path  # its path relative to the folder it was found in
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Item], list[Item]]:
+    """(images, videos) named by ``inputs``: files, or folders searched recursively."""
+    images: list[Item] = []
+    videos: list[Item] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+            if not found:
+                raise UserError(f"{path}: no images or videos in this folder ({', '.join(IMAGE_EXTENSIONS)})")
+            for p in found:
+                (videos if p.suffix.lower() in VIDEO_EXTENSIONS else images).append(Item(p, p.relative_to(path)))
+        elif path.is_file():
+            suffix = path.suffix.lower()
+            if suffix in VIDEO_EXTENSIONS:
+                videos.append(Item(path, Path(path.name)))
+            elif suffix in IMAGE_EXTENSIONS:
+                images.append(Item(path, Path(path.name)))
+            else:
+                raise UserError(f"{path}: not an image or a video (extensions: "
+                                f"{', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    return images, videos
+
+
+def cityscapes_name(path: Path) -> str:
+    """``aachen_000000_000019_leftImg8bit.png`` -> ``aachen_000000_000019_pred.png``."""
+    match = CITYSCAPES_NAME.match(path.name)
+    if not match:
+        raise DataError(path, "--format cityscapes needs Cityscapes names like aachen_000000_000019_leftImg8bit.png")
+    return f"{match.group(1)}_{match.group(2)}_{match.group(3)}_pred.png"
+
+
+def output_path(out: Path, rel: Path, fmt: str) -> Path:
+    if fmt == "cityscapes":
+        return out / rel.parent / cityscapes_name(rel)
+    return out / rel.with_suffix(".png")
+
+
+class Renderer:
+    """Train ids -> the picture a format asks for (H x W or H x W x 3 uint8)."""
+
+    def __init__(self, segmenter: Segmenter, fmt: str, alpha: float, source: str) -> None:
+        self.segmenter, self.fmt, self.alpha = segmenter, fmt, alpha
+        self.lut: np.ndarray | None = None
+        if fmt in ("labelid", "cityscapes"):
+            from .data.cityscapes_labels import CLASS_NAMES, train_id_to_label_id_lut
+
+            if segmenter.num_classes != len(CLASS_NAMES):
+                raise UserError(f"{source}: --format {fmt} maps the {len(CLASS_NAMES)} Cityscapes train ids to label ids; "
+                                f"this model predicts {segmenter.num_classes} classes (use trainid, color or overlay)")
+            self.lut = train_id_to_label_id_lut().numpy()
+
+    def __call__(self, image: np.ndarray, labels: Tensor) -> np.ndarray:
+        labels_np = labels.numpy()
+        if self.fmt == "trainid":
+            return labels_np.astype(np.uint8) if self.segmenter.num_classes <= 256 else labels_np.astype(np.uint16)
+        if self.lut is not None:
+            return self.lut[labels_np]
+        if self.fmt == "color":
+            return self.segmenter.colorize(labels_np)
+        return self.segmenter.overlay(image, labels_np, self.alpha)
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+# ----------------------------------------------------------------------------- video
+def _av(path: Path) -> Any:
+    try:
+        import av
+    except ImportError:
+        raise UserError(f"{path}: reading and writing video needs PyAV (pip install av); "
+                        "extract the frames as images instead") from None
+    return av
+
+
+def video_frame_count(path: Path) -> int:
+    """Frames in a video as its header says (0 when unknown); an unreadable file is a DataError."""
+    av = _av(path)
+    try:
+        with av.open(str(path)) as container:
+            return int(container.streams.video[0].frames or 0)
+    except (av.FFmpegError, IndexError, OSError) as e:
+        raise DataError(path, f"not a readable video ({e.__class__.__name__}: {str(e)[:120]})") from None
+
+
+def video_frames(path: Path) -> tuple[Iterator[np.ndarray], Fraction, int]:
+    """(frames as H x W x 3 uint8, frame rate, frame count or 0 when unknown)."""
+    av = _av(path)
+    try:
+        container = av.open(str(path))
+        stream = container.streams.video[0]
+    except (av.FFmpegError, IndexError, OSError) as e:
+        raise DataError(path, f"not a readable video ({e.__class__.__name__}: {str(e)[:120]})") from None
+    stream.thread_type = "AUTO"
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+
+    def frames() -> Iterator[np.ndarray]:
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as e:
+            raise DataError(path, f"video decoding failed ({str(e)[:120]})") from None
+        finally:
+            container.close()
+
+    return frames(), Fraction(rate), int(stream.frames or 0)
+
+
+class VideoWriter:
+    """Frames (H x W x 3 uint8) to a video file; odd sizes are padded by one pixel (yuv420p)."""
+
+    def __init__(self, path: Path, rate: Fraction) -> None:
+        self.av = _av(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.rate = path, rate
+        self.container = self.av.open(str(path), mode="w")
+        self.stream: Any = None
+
+    def write(self, frame: np.ndarray) -> None:
+        h, w = frame.shape[:2]
+        if h % 2 or w % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if self.stream is None:
+            codec = VIDEO_CODECS.get(self.path.suffix.lower(), "libx264")
+            if codec not in self.av.codecs_available:
+                codec = "mpeg4"
+            self.stream = self.container.add_stream(codec, rate=self.rate)
+            self.stream.width, self.stream.height = frame.shape[1], frame.shape[0]
+            self.stream.pix_fmt = "yuv420p"
+            if codec == "mpeg4":
+                self.stream.bit_rate = 8_000_000
+        video_frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self.stream.encode(video_frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        self.container.close()
+
+
+def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------------------- the command
+def predict_files(
+    segmenter: Segmenter,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    fmt: str = "trainid",
+    batch_size: int = 4,
+    alpha: float = 0.5,
+    progress: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Segment every input into ``out``; returns {"images", "frames", "seconds", "outputs"}."""
+    from tqdm import tqdm
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    out = Path(out)
+    images, videos = collect_inputs(inputs)
+    render = Renderer(segmenter, fmt, alpha, segmenter.source)
+    if fmt == "cityscapes" and videos:
+        raise UserError(f"{videos[0].source}: --format cityscapes is for Cityscapes images, not video")
+
+    # Every output path first: clashes and bad names fail before any work.
+    targets: dict[Path, Path] = {}
+    jobs: list[tuple[Item, Path]] = []
+    for item in images + videos:
+        is_video = item.source.suffix.lower() in VIDEO_EXTENSIONS
+        if is_video:
+            target = out / (item.rel if fmt in ("color", "overlay") else item.rel.with_suffix(""))
+        else:
+            target = output_path(out, item.rel, fmt)
+        if target in targets:
+            raise UserError(f"{item.source} and {targets[target]} would both be written to {target}; "
+                            "give their folders separately or rename one")
+        targets[target] = item.source
+        jobs.append((item, target))
+    image_jobs = jobs[: len(images)]
+    video_jobs = jobs[len(images) :]
+    sizes = [image_size(item.source) for item, _ in image_jobs]
+    frame_counts = [video_frame_count(item.source) for item, _ in video_jobs]
+
+    bar = tqdm(total=len(images) + sum(frame_counts), unit="img", disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    done_images = done_frames = 0
+    outputs: list[str] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: list[Future] = []
+        batches = group_by_size(sizes, batch_size)
+        read = lambda idx: [read_image(image_jobs[i][0].source) for i in idx]  # noqa: E731
+        next_read = pool.submit(read, batches[0]) if batches else None
+        for b, idx in enumerate(batches):
+            pixels = next_read.result()
+            next_read = pool.submit(read, batches[b + 1]) if b + 1 < len(batches) else None
+            for i, img in zip(idx, pixels):
+                if img.shape[:2] != sizes[i]:  # EXIF-rotated or otherwise odd files
+                    raise DataError(image_jobs[i][0].source, f"decoded as {img.shape[:2]}, header says {sizes[i]}")
+            labels = segmenter.predict_batch(pixels, batch_size=len(pixels))
+            for i, img, lab in zip(idx, pixels, labels):
+                target = image_jobs[i][1]
+                pending.append(pool.submit(write_png, target, render(img, lab)))
+                outputs.append(str(target))
+            done_images += len(idx)
+            bar.update(len(idx))
+            for f in [f for f in pending if f.done()]:
+                f.result()  # a failed write stops the run here
+                pending.remove(f)
+        for f in pending:
+            f.result()
+        for (item, target), _ in zip(video_jobs, frame_counts):
+            done_frames += _predict_video(segmenter, item.source, target, fmt, render, batch_size, bar)
+            outputs.append(str(target))
+    bar.close()
+    seconds = time.perf_counter() - start
+    total = done_images + done_frames
+    what = f"{done_images} images" + (f" and {done_frames} video frames" if videos else "")
+    log(f"{what} in {seconds:.1f} s ({total / max(seconds, 1e-9):.2f} images/s, {segmenter.backend} on "
+        f"{segmenter.device}) -> {out}/")
+    return {"images": done_images, "frames": done_frames, "seconds": seconds, "outputs": outputs}
+
+
+def _predict_video(segmenter: Segmenter, source: Path, target: Path, fmt: str, render: Renderer, batch_size: int,
+                   bar: Any) -> int:
+    frames, rate, _ = video_frames(source)
+    writer = VideoWriter(target, rate) if fmt in ("color", "overlay") else None
+    count = 0
+    try:
+        for chunk in _chunks(frames, batch_size):
+            for frame, labels in zip(chunk, segmenter.predict_batch(chunk, batch_size=len(chunk))):
+                picture = render(frame, labels)
+                if writer:
+                    writer.write(picture)
+                else:
+                    write_png(target / f"{count:06d}.png", picture)
+                count += 1
+            bar.update(len(chunk))
+    finally:
+        if writer:
+            writer.close()
+    if count == 0:
+        raise DataError(source, "the video has no frames")
+    return count
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
+    segmenter = load(args.weights, args.device)
+    predict_files(segmenter, args.inputs, args.out, fmt=args.format, batch_size=args.batch_size, alpha=args.alpha,
+                  progress=not args.quiet)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("predict", help="segment images, folders and videos with trained weights",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or videos")
+    p.add_argument("--weights", required=True, metavar="W", help="a run directory, .safetensors, .onnx or TorchScript file")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--format", default="color", choices=FORMATS, help="what to write (default color)")
+    p.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass (default 4)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+    return p
