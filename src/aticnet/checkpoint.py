@@ -60,6 +60,8 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, step: int, keep: int =
     atomic_write(path, lambda tmp: torch.save(state, tmp))
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
+    for stale in path.parent.glob(".step_*.tmp"):  # left by a process killed while saving
+        stale.unlink(missing_ok=True)
     return path
 
 
@@ -78,9 +80,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's message explains its weights_only default; the line naming the culprit is the useful one
+        culprit = next((line.strip() for line in str(e).splitlines() if "nsupported" in line), "")
         raise UserError(
             f"{path}: refused to load: the file holds Python objects that could run code "
-            f"(only tensors and plain values are accepted) [{str(e).splitlines()[0][:120]}]"
+            f"(only tensors and plain values are accepted)" + (f" [{culprit[:160]}]" if culprit else "")
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {str(e)[:120]})") from None

@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_parser(sub)
     export.add_parser(sub)
     figures_cli.add_parser(sub)  # compare and plot
+    from . import check_data
+
+    check_data.add_parser(sub)
     return parser
 
 

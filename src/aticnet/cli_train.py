@@ -54,16 +54,17 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults < config file (or, on resume, the run's saved config) < flags."""
+    """Defaults < config file (or, on resume, the run's saved config when it has one) < flags."""
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in SKIPPED}
     overrides["resume"] = args.resume
     path = args.config
     if path is None and args.resume:
         out = args.out or TrainConfig.out
         saved = Path(out) / "config.yaml"
-        if not saved.is_file():
+        if saved.is_file():
+            path = saved
+        elif args.resume == "auto":
             raise UserError(f"{out}: --resume needs the run's config.yaml (is --out the run directory?)")
-        path = saved
     config = load_config(path, **overrides)
     if args.resume is None:
         config.resume = None

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .models.config import ModelConfig
 
 
 @dataclass
@@ -123,6 +124,16 @@ def _check_type(name: str, value: Any, hint: Any, source: str) -> Any:
     raise UserError(f"{source}: {name} must be {getattr(base, '__name__', base)}, not {value!r}")
 
 
+def _check_model_options(options: dict[str, Any], source: str) -> dict[str, Any]:
+    """``model_options`` entries are ModelConfig fields, checked like the config's own fields."""
+    hints = typing.get_type_hints(ModelConfig)
+    for key in options:
+        if key not in hints or key in ("name", "num_classes"):
+            allowed = ", ".join(k for k in hints if k not in ("name", "num_classes"))
+            raise UserError(f"{source}: model_options: unknown field {key!r}; fields are {allowed}")
+    return {key: _check_type(f"model_options.{key}", value, hints[key], source) for key, value in options.items()}
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """The defaults, updated by the YAML file at ``path``, then by ``overrides`` (flags)."""
     values: dict[str, Any] = {}
@@ -142,6 +153,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             if name not in hints:
                 raise UserError(f"{path}: unknown field {key!r}; fields are {', '.join(hints)}")
             values[name] = _check_type(name, value, hints[name], str(path))
+            if name == "model_options":
+                values[name] = _check_model_options(values[name], str(path))
     for name, value in overrides.items():
         if name not in hints:
             raise UserError(f"unknown option {name!r}")

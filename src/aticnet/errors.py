@@ -16,3 +16,6 @@ class DataError(UserError):
         super().__init__(f"{path}: {problem}")
         self.path = Path(path)
         self.problem = problem
+
+    def __reduce__(self):  # pickles whole (the default would call DataError(message) and fail)
+        return type(self), (str(self.path), self.problem)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,11 @@ from tqdm import tqdm
 from .checkpoint import list_checkpoints, load_checkpoint, load_state, read_weights, save_checkpoint, save_weights
 from .config import TrainConfig, save_config
 from .data import EvalTransform, TrainTransform, build_dataset
-from .data.loader import eval_loader, train_loader
+from .data.loader import eval_loader, handle_unreadable, train_loader
 from .distributed import DistInfo, all_reduce_sum, init_distributed
-from .errors import UserError
+from .errors import DataError, UserError
 from .evaluate import autocast, evaluate
+from .faults import StopSignals, all_agree, try_save
 from .losses import CascadeLoss
 from .models import model_config, model_from_config
 from .runlog import MetricsLog
@@ -62,11 +62,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
     return SequentialLR(optimizer, [warmup, poly], milestones=[config.warmup_steps])
 
 
-def class_weights_for(dataset, num_classes: int) -> torch.Tensor:
+def class_weights_for(dataset, num_classes: int, strict: bool = False) -> torch.Tensor:
     """ENet's weighting, 1 / ln(1.02 + p_c), from the training labels' class frequencies."""
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for i in range(len(dataset)):
-        _, label = dataset.read(i)
+        try:
+            _, label = dataset.read(i)
+        except DataError as e:
+            handle_unreadable([e], strict)
+            continue
         counts += torch.bincount(label[label != 255].long().flatten(), minlength=num_classes)[:num_classes]
     freq = counts / counts.sum().clamp(min=1)
     return (1.0 / torch.log(1.02 + freq)).float()
@@ -88,7 +92,7 @@ def train_step(model, criterion, optimizer, scheduler, scaler, images, labels, c
     with autocast(device, config.precision):
         outputs = model(images)
     loss, parts = criterion(outputs, labels)
-    finite = bool(torch.isfinite(loss))
+    finite = all_agree(bool(torch.isfinite(loss)), loss.device)  # every rank skips, or none
     optimizer.zero_grad(set_to_none=True)
     if finite:
         scaler.scale(loss).backward()
@@ -139,7 +143,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
 
-    weights = class_weights_for(train_set, mcfg.num_classes).to(device) if config.class_weights == "inverse_log" else None
+    weights = class_weights_for(train_set, mcfg.num_classes, config.strict).to(device) if config.class_weights == "inverse_log" else None
     criterion = CascadeLoss(model.aux_keys, mcfg.aux_weights, class_weights=weights).to(device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
@@ -180,92 +184,102 @@ def train(config: TrainConfig) -> dict[str, Any]:
         }
         if device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
-        try:
-            save_checkpoint(state, run_dir, step, keep=config.keep_checkpoints)
-        except OSError as e:  # a full disk must not end the run; the last checkpoint is intact
-            log.error("could not save the checkpoint at step %d (%s); the previous one is kept", step, e)
+        try_save(lambda: save_checkpoint(state, run_dir, step, keep=config.keep_checkpoints), f"the checkpoint of step {step}")
 
     def validate() -> dict[str, Any] | None:
         nonlocal best_miou
         if val_set is None:
             return None
-        loader = eval_loader(val_set, rank=dist.rank, world_size=dist.world_size, workers=min(config.workers, 2), max_images=config.eval_max_images)
+        loader = eval_loader(val_set, rank=dist.rank, world_size=dist.world_size, workers=min(config.workers, 2), max_images=config.eval_max_images, strict=config.strict)
         scores = evaluate(model, loader, num_classes=mcfg.num_classes, class_names=val_set.classes, device=device, flip=config.eval_flip, precision=config.precision, progress=False)
         if dist.is_main:
-            metrics.write({"kind": "eval", "step": step, "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"], "seconds": scores["seconds"], "per_class_iou": scores["per_class_iou"]})
+            metrics.write({"kind": "eval", "step": step, "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"], "seconds": scores["seconds"], "skipped": loader.skipped, "per_class_iou": scores["per_class_iou"]})
             if scores["miou"] is not None and scores["miou"] > best_miou:
                 best_miou = scores["miou"]
-                save_weights(model, run_dir / "best.safetensors", {**meta, "step": step, "miou": best_miou})
+                try_save(lambda: save_weights(model, run_dir / "best.safetensors", {**meta, "step": step, "miou": best_miou}), "best.safetensors")
         return scores
 
-    stop = {"signal": None}
-
-    def request_stop(signum, _frame) -> None:
-        stop["signal"] = signal.Signals(signum).name
-
-    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    loader = train_loader(train_set, config.batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size, start_step=step, workers=config.workers, strict=config.strict)
+    loader = train_loader(train_set, config.batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size, start_step=step, workers=config.workers)
     batches = iter(loader)
     bar = tqdm(total=config.max_steps, initial=step, disable=not dist.is_main, unit="step", dynamic_ncols=True)
-    window = {"loss": 0.0, "n": 0, "images": 0, "skipped": 0, "start": time.perf_counter()}
+    new_window = lambda: {"loss": 0.0, "n": 0, "images": 0, "skipped": 0, "nonfinite": 0, "start": time.perf_counter()}  # noqa: E731
+    window, empty_in_a_row = new_window(), 0
+    per_rank = config.batch_size // dist.world_size
     scores = None
     start_time = time.perf_counter()
-    try:
-        while step < config.max_steps and stop["signal"] is None:
-            images, labels, skipped = next(batches)
-            window["skipped"] += skipped
-            if images.numel() == 0:
+    with StopSignals() as stop, bar:
+        while step < config.max_steps and stop.requested is None:
+            try:
+                images, labels, errors = next(batches)
+            except RuntimeError:
+                if stop.requested is None:
+                    raise
+                break  # the signal went to the whole process group and ended the loader's workers too
+            window["skipped"] += handle_unreadable(errors, config.strict)
+            if not all_agree(images.shape[0] > 0, device):  # every sample of a batch unreadable (on some rank)
+                empty_in_a_row += 1
+                if empty_in_a_row >= 2 * len(train_set):  # two epochs: no sample at all is readable
+                    raise UserError(f"{config.data_root}: {empty_in_a_row} batches in a row had no readable sample "
+                                    "(see the warnings above; aticnet check-data lists every bad file)")
                 continue
+            empty_in_a_row = 0
+            if images.shape[0] < min(2, per_rank):  # one sample left: BatchNorm needs two (PSPNet's 1x1 bin)
+                images, labels = images.repeat(2, 1, 1, 1), labels.repeat(2, 1, 1)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             model.train()
             result = train_step(net, criterion, optimizer, scheduler, scaler, images, labels, config, device)
             if not result["finite"] and not config.skip_nonfinite:
+                found = list_checkpoints(run_dir)
                 raise TrainingStopped(
-                    f"loss is {result['loss'].item()} at step {step + 1}; stopped. The last good checkpoint is in "
-                    f"{run_dir / 'checkpoints'} (lower --lr, set grad_clip, or pass skip_nonfinite to skip such batches)"
+                    f"loss is {result['loss'].item()} at step {step + 1}; stopped. "
+                    + (f"The last good checkpoint is {found[-1]}" if found else "No checkpoint was saved yet")
+                    + " (lower --lr, set --grad-clip, or pass --skip-nonfinite to skip such batches)"
                 )
             step += 1
             window["loss"] += float(result["loss"]) if result["finite"] else 0.0
             window["n"] += int(result["finite"])
+            window["nonfinite"] += int(not result["finite"])
             window["images"] += images.shape[0] * dist.world_size
             bar.update(1)
             if step % config.log_every == 0 or step == config.max_steps:
                 elapsed = time.perf_counter() - window["start"]
-                loss = torch.tensor([window["loss"], window["n"]], dtype=torch.float64)
-                all_reduce_sum(loss)
+                loss = torch.tensor([window["loss"], window["n"], window["skipped"]], dtype=torch.float64)
+                all_reduce_sum(loss)  # sums over processes
                 row = {
                     "kind": "train",
                     "step": step,
-                    "loss": float(loss[0] / max(loss[1], 1)),
+                    "loss": float(loss[0] / loss[1]) if loss[1] else math.nan,  # every step of the row skipped: null in the file
                     "lr": scheduler.get_last_lr()[0],
                     "images_per_s": window["images"] / max(elapsed, 1e-9),
-                    "skipped": window["skipped"],
+                    "skipped": int(loss[2]),
+                    "nonfinite": window["nonfinite"],
                     **{f"loss_{k}": float(v) for k, v in result["parts"].items()},
                 }
                 if dist.is_main:
                     metrics.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", img_s=f"{row['images_per_s']:.1f}")
-                window = {"loss": 0.0, "n": 0, "images": 0, "skipped": 0, "start": time.perf_counter()}
+                window = new_window()
             if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
                 scores = validate()
             if config.save_every and step % config.save_every == 0:
                 checkpoint()
-    finally:
-        bar.close()
-        for s, handler in previous_handlers.items():
-            signal.signal(s, handler)
-    if stop["signal"] is not None:
+    if stop.requested is not None:
         checkpoint()
         if metrics:
             metrics.close()
-        log.warning("stopped by %s at step %d; resume with --resume", stop["signal"], step)
-        return {"stopped": stop["signal"], "step": step, "run_dir": str(run_dir)}
-    scores = validate()
+        log.warning("stopped by %s at step %d; checkpoint in %s; continue with: aticnet train --out %s --resume",
+                    stop.requested, step, run_dir / "checkpoints", run_dir)
+        return {"stopped": stop.requested, "step": step, "run_dir": str(run_dir)}
     if not config.save_every or step % config.save_every:
-        checkpoint()
+        checkpoint()  # before the final evaluation, which a Ctrl-C may cut short
+    scores = validate()
     if dist.is_main:
         final_meta = {**meta, "step": step, "miou": scores["miou"] if scores else None}
-        save_weights(model, run_dir / "model.safetensors", final_meta)
+        try:
+            save_weights(model, run_dir / "model.safetensors", final_meta)
+        except OSError as e:
+            raise UserError(f"{run_dir / 'model.safetensors'}: could not save ({e}); the last checkpoint is in "
+                            f"{run_dir / 'checkpoints'}") from None
         metrics.close()
     return {
         "run_dir": str(run_dir),

@@ -8,6 +8,10 @@ raw values mean.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -47,17 +51,36 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+_unpaired: contextvars.ContextVar[list[DataError] | None] = contextvars.ContextVar("unpaired", default=None)
+
+
+@contextlib.contextmanager
+def collect_unpaired() -> Iterator[list[DataError]]:
+    """Inside this block ``pair_up`` lists unpaired files here and leaves them out instead of raising
+    (``aticnet check-data`` reports every bad file at once)."""
+    found: list[DataError] = []
+    token = _unpaired.set(found)
+    try:
+        yield found
+    finally:
+        _unpaired.reset(token)
+
+
 def pair_up(
     images: dict[str, Path], labels: dict[str, Path], image_dir: Path, label_dir: Path
 ) -> list[tuple[Path, Path]]:
-    """Join images and labels on a shared key; any image or label without its partner is an error."""
-    for key in sorted(images):
-        if key not in labels:
-            raise DataError(images[key], f"no label for this image (looked in {label_dir})")
-    for key in sorted(labels):
-        if key not in images:
-            raise DataError(labels[key], f"no image for this label (looked in {image_dir})")
-    return [(images[key], labels[key]) for key in sorted(images)]
+    """Join images and labels on a shared key; any image or label without its partner is an error
+    (or, under :func:`collect_unpaired`, listed there and left out)."""
+    errors = [DataError(images[key], f"no label for this image (looked in {label_dir})") for key in sorted(images)
+              if key not in labels]
+    errors += [DataError(labels[key], f"no image for this label (looked in {image_dir})") for key in sorted(labels)
+               if key not in images]
+    collected = _unpaired.get()
+    if errors and collected is None:
+        raise errors[0]
+    if collected is not None:
+        collected.extend(errors)
+    return [(images[key], labels[key]) for key in sorted(images) if key in labels]
 
 
 class SegmentationDataset(Dataset):
@@ -129,7 +152,9 @@ class SegmentationDataset(Dataset):
         if bad.any():
             values = torch.unique(raw[bad]).tolist()
             shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
-            raise DataError(label_path, f"label values not used by {type(self).__name__}: {shown}")
+            raise DataError(
+                label_path, f"label values not used by {type(self).__name__}: {shown} (neither a class nor ignore)"
+            )
         return image, label
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +172,10 @@ def decode(path: Path, mode: ImageReadMode) -> torch.Tensor:
     """``decode_image`` whose failures name the file."""
     try:
         return decode_image(str(path), mode=mode)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
     except (RuntimeError, ValueError, OSError) as e:
-        raise DataError(path, f"cannot decode image ({e})") from None
+        if not path.exists():
+            raise DataError(path, "file not found") from None
+        # torchvision prefixes its C++ function and source line: "decode_png, /.../decode_png.cpp:79, Out of ..."
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = re.sub(r"^[\w()]+, \S+:\d+, ", "", text)
+        raise DataError(path, f"cannot decode image ({reason})") from None

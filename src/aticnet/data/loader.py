@@ -11,6 +11,8 @@ and rank r of W takes the r-th contiguous share of them.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -51,49 +53,76 @@ class StreamSampler(Sampler[tuple[int, int]]):
             step += 1
 
 
-class SeededSamples(Dataset):
-    """Wraps a data set: item (index, seed) is ``dataset[index]`` under ``torch.manual_seed(seed)``.
+class Guarded(Dataset):
+    """``dataset[i]``, or the :class:`DataError` of an unreadable sample, returned instead of raised.
 
-    A sample that cannot be read is logged and returned as None (the batch is made of the
-    others) unless ``strict``.
+    In a worker process a raised error would reach the main process as a RuntimeError holding a
+    traceback; the main process decides instead (skip and log, or stop when strict).
     """
 
-    def __init__(self, dataset: Dataset, *, strict: bool = False) -> None:
-        self.dataset, self.strict = dataset, strict
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except DataError as e:
+            return e
+
+
+class SeededSamples(Guarded):
+    """Item (index, seed) is ``dataset[index]`` (or its DataError) under ``torch.manual_seed(seed)``."""
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            try:
-                return self.dataset[index]
-            except DataError as e:
-                if self.strict:
-                    raise
-                log.warning("skipped unreadable sample: %s", e)
-                return None
+            return super().__getitem__(index)
 
 
-def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Stack (image, label) pairs, leaving out the unreadable ones; returns (images, labels, skipped)."""
-    good = [b for b in batch if b is not None]
-    skipped = len(batch) - len(good)
+def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[DataError]]:
+    """Stack (image, label) pairs, leaving out the unreadable ones; returns (images, labels, their errors)."""
+    good = [b for b in batch if not isinstance(b, DataError)]
+    errors = [b for b in batch if isinstance(b, DataError)]
     if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+        return torch.empty(0), torch.empty(0, dtype=torch.long), errors
     images, labels = zip(*good)
-    return torch.stack(images), torch.stack(labels), skipped
+    return torch.stack(images), torch.stack(labels), errors
+
+
+def handle_unreadable(errors: list[DataError], strict: bool) -> int:
+    """In the main process: raise the first error when ``strict``, else log each; returns how many."""
+    if errors and strict:
+        raise errors[0]
+    for e in errors:
+        log.warning("skipped unreadable sample: %s", e)
+    return len(errors)
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: a worker leaves SIGINT to the main process, which
+    # checkpoints and then shuts the workers down. SIGTERM (also how the main process ends a
+    # worker) exits cleanly: a worker killed by a signal would make the main process raise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
 
 def train_loader(
-    dataset: Dataset, batch_size: int, *, seed: int, rank: int, world_size: int, start_step: int, workers: int, strict: bool
+    dataset: Dataset, batch_size: int, *, seed: int, rank: int, world_size: int, start_step: int, workers: int,
+    strict: bool = False,
 ) -> DataLoader:
-    """The endless, resumable training loader of one rank (``batch_size`` is the global batch)."""
+    """The endless, resumable training loader of one rank (``batch_size`` is the global batch).
+
+    It yields ``(images, labels, errors)``: ``errors`` are the batch's unreadable samples, left
+    out. The caller applies ``strict`` with :func:`handle_unreadable` (this process decides, not a
+    worker); the argument is accepted here for older callers.
+    """
     sampler = StreamSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, start_step=start_step)
     return DataLoader(
-        SeededSamples(dataset, strict=strict),
+        SeededSamples(dataset),
         batch_size=batch_size // world_size,
         sampler=sampler,
         num_workers=workers,
@@ -103,11 +132,35 @@ def train_loader(
         # Its own generator: creating the iterator must not consume the global RNG.
         generator=torch.Generator().manual_seed(seed),
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals,
     )
 
 
-def eval_loader(dataset: Dataset, *, rank: int = 0, world_size: int = 1, workers: int = 2, max_images: int | None = None):
+class EvalLoader:
+    """Batch-1 (image, label) pairs of one rank; an unreadable pair stops (``strict``) or is logged and
+    skipped (``skipped`` counts them), decided in this process whatever the number of workers."""
+
+    def __init__(self, loader: DataLoader, strict: bool) -> None:
+        self.loader, self.strict, self.skipped = loader, strict, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels, errors in self.loader:
+            self.skipped += handle_unreadable(errors, self.strict)
+            if images.numel():
+                yield images, labels
+
+
+def eval_loader(
+    dataset: Dataset, *, rank: int = 0, world_size: int = 1, workers: int = 2, max_images: int | None = None,
+    strict: bool = True,
+) -> EvalLoader:
     """Batch-1 loader over this rank's share of the data set (no padding, no duplicates)."""
     indices = list(range(len(dataset)))[:max_images][rank::world_size]
     # Its own generator: worker seeding must not consume the global RNG (dropout, exact resume).
-    return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=1, num_workers=workers, generator=torch.Generator())
+    loader = DataLoader(torch.utils.data.Subset(Guarded(dataset), indices), batch_size=1, num_workers=workers,
+                        collate_fn=collate_skipping, generator=torch.Generator(),
+                        worker_init_fn=_ignore_stop_signals if workers > 0 else None)
+    return EvalLoader(loader, strict)
