@@ -23,9 +23,9 @@ from aticnet.data import (
     SyntheticDataset,
     TrainTransform,
     build_dataset,
+    cityscapes_labels,
     generate_synthetic,
 )
-from aticnet.data import cityscapes_labels
 from aticnet.data.scenes import draw_scene
 from aticnet.data.transforms import RandomScale
 from aticnet.errors import DataError, UserError
@@ -310,3 +310,28 @@ def test_synthetic_dataset_generates_once_and_on_new_parameters(tmp_path):
     save(tmp_path / "other/x.png", rgb(1, 1))
     with pytest.raises(DataError, match="not a synthetic data set"):
         SyntheticDataset(tmp_path / "other", "train")
+
+
+@pytest.mark.parametrize("size", [(40, 56), (90, 120), (30, 200)])
+def test_train_transform_equals_the_plain_v2_pipeline(size):
+    from aticnet.data.transforms import ComposedTrainTransform, TrainTransform
+    from aticnet.models.config import IMAGENET_MEAN, IMAGENET_STD
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=g)
+    lab = torch.randint(0, 19, size, dtype=torch.uint8, generator=g)
+    old = ComposedTrainTransform(64, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    new = TrainTransform(64, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    for seed in range(12):  # scales below and above the crop, both flips, padded on some sides
+        torch.manual_seed(seed)
+        a = old(img, lab)
+        torch.manual_seed(seed)
+        b = new(img, lab)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), seed
+        assert a[0].dtype == b[0].dtype and a[1].dtype == b[1].dtype
+    torch.manual_seed(99)
+    old(img, lab)
+    after_old = torch.rand(())
+    torch.manual_seed(99)
+    new(img, lab)
+    assert torch.rand(()) == after_old

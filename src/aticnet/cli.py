@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_parser(sub)
     export.add_parser(sub)
     figures_cli.add_parser(sub)  # compare and plot
+
+    from .benchmark import add_parser as add_benchmark_parser
+
+    add_benchmark_parser(sub)
     from . import check_data
 
     check_data.add_parser(sub)
@@ -171,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:  # leave a host application's logging alone
+        logging.basicConfig(level=logging.WARNING, format="aticnet: %(message)s")
+        logging.getLogger("aticnet").setLevel(logging.DEBUG if args.debug else logging.INFO)
     try:
         args.func(args)
     except UserError as e:

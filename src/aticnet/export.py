@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .api import META_FILE, export_meta
+from .cli import parse_size
 from .errors import UserError
 
 FORMATS = ("onnx", "torchscript")
@@ -258,19 +259,6 @@ def export(
                         f"{'x'.join(map(str, worst['shape']))}, above the tolerance {tolerance:g}{note} "
                         "(file left for inspection)")
     return report
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1024x2048' -> (1024, 2048); one number means a square."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1024x2048, not {text!r}") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"size must look like 1024x2048, not {text!r}")
-    return parts[0], parts[1]
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, load_state, read_weig
 from .config import TrainConfig, save_config
 from .data import EvalTransform, TrainTransform, build_dataset
 from .data.loader import eval_loader, handle_unreadable, train_loader
-from .distributed import DistInfo, all_reduce_sum, init_distributed
+from .distributed import all_reduce_sum, init_distributed
 from .errors import DataError, UserError
 from .evaluate import autocast, evaluate
 from .faults import StopSignals, all_agree, try_save

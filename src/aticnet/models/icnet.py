@@ -23,6 +23,7 @@ Choices where ports of the original differ, written down once (SPEC 2, last poin
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .backbone import STAGE_CHANNELS, STEM_CHANNELS, ResNetTrunk, block_path
@@ -86,6 +87,8 @@ class ICNet(nn.Module):
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
         ac = self.config.align_corners
         stage2, stage3, stage4, stage5 = self.trunk.stages
+        if self.config.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)  # every conv follows the input's layout
         high = self.high(image)  # N x C3 x H/8
         x = self.trunk.stem(half(image, ac))  # I/2 -> N x C x H/8
         x = stage2(x)  # H/8

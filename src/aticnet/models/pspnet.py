@@ -9,6 +9,7 @@ least 2 in training (the original trains with synchronised BN across 4+ GPUs).
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .backbone import STAGE_CHANNELS, STEM_CHANNELS, ResNetTrunk, block_path
@@ -56,6 +57,8 @@ class PSPNet(nn.Module):
         init_weights(self, zero_init_residual=config.zero_init_residual)
 
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
+        if self.config.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)  # every conv follows the input's layout
         *_, stage4, stage5 = self.trunk(image)  # N x 1024 x H/8, N x 2048 x H/8
         logits = self.head(self.pyramid(stage5))  # N x K x H/8
         if self.training:

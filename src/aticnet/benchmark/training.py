@@ -1,0 +1,277 @@
+"""Training throughput: the training step against the data pipeline."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from .timing import DEFAULT_TRAIN_MODELS, build_benchmark_model, load_average, machine_info, synchronize
+
+
+def synthetic_root_for(size: tuple[int, int], count: int, root: Path) -> Path:
+    from ..data import generate_synthetic
+
+    return generate_synthetic(root, num_train=count, num_val=0, size=size, seed=0)
+
+
+def _rates(times: Sequence[float], per: int) -> dict[str, Any]:
+    median = statistics.median(times)
+    return {
+        "images_per_s": per / median,
+        "step_ms": 1000 * median,
+        "runs": len(times),
+        "step_min_ms": 1000 * min(times),
+        "step_max_ms": 1000 * max(times),
+    }
+
+
+def time_train_steps(
+    name: str,
+    *,
+    crop: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    precision: str,
+    width: float | None,
+    num_classes: int,
+    batches: Callable[[], tuple[Tensor, Tensor]] | None = None,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Training-step throughput on random data (or on ``batches()`` when given: end to end)."""
+    from ..config import TrainConfig
+    from ..losses import CascadeLoss
+    from ..train import build_optimizer, build_scheduler, train_step
+
+    model = build_benchmark_model(name, width=width, num_classes=num_classes).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    config = TrainConfig(model=name, crop_size=crop, batch_size=batch, max_steps=10**6, precision=precision)
+    aux_keys = getattr(model, "aux_keys", ())
+    aux_weights = model.config.aux_weights if hasattr(model, "config") else ()
+    criterion = CascadeLoss(aux_keys, aux_weights).to(device)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
+    gen = torch.Generator().manual_seed(0)
+
+    def random_batch() -> tuple[Tensor, Tensor]:
+        images = torch.randn(batch, 3, crop, crop, generator=gen)
+        labels = torch.randint(0, num_classes, (batch, crop, crop), generator=gen)
+        return images, labels
+
+    source = batches or random_batch
+    times = []
+    for i in range(warmup + steps):
+        synchronize(device)
+        start = time.perf_counter()
+        images, labels = source()
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        train_step(model, criterion, optimizer, scheduler, scaler, images, labels, config, device)
+        synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return _rates(times, batch)
+
+
+def batches_of(loader) -> Callable[[], tuple[Tensor, Tensor]]:
+    """A function returning the loader's next (images, labels)."""
+    it = iter(loader)
+
+    def next_batch() -> tuple[Tensor, Tensor]:
+        images, labels, _skipped = next(it)
+        return images, labels
+
+    return next_batch
+
+
+def time_pipeline(dataset, *, batch: int, workers: int, batches: int) -> dict[str, Any]:
+    """Images/s the training loader delivers (decode + augment + collate in ``workers`` processes).
+
+    The first batch (worker start-up) is left out; then ``batches`` batches are timed as one
+    stretch, so the workers' parallelism counts.
+    """
+    from ..data.loader import train_loader
+
+    loader = train_loader(dataset, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers, strict=False)
+    it = iter(loader)
+    next(it)
+    start = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        images, _labels, _skipped = next(it)
+        n += images.shape[0]
+    elapsed = time.perf_counter() - start
+    del it
+    return {"images_per_s": n / elapsed, "batch_ms": 1000 * elapsed / batches, "batches": batches, "workers": workers}
+
+
+def benchmark_training(
+    models: Sequence[str] = DEFAULT_TRAIN_MODELS,
+    *,
+    crop: int = 720,
+    batch: int = 8,
+    workers: int = 2,
+    steps: int = 5,
+    warmup: int = 1,
+    pipeline_batches: int = 10,
+    device: str | torch.device = "cpu",
+    precision: str = "32",
+    width: float | None = None,
+    dataset: str = "synthetic",
+    data_root: str | None = None,
+    data_size: tuple[int, int] = (1024, 2048),
+    data_images: int = 16,
+    end_to_end: bool = True,
+    compare_transforms: bool = True,
+    transform_factory: Callable[..., Any] | None = None,
+    command: str | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Images/s of the training step (random data) and of the data pipeline, then both together."""
+    from ..config import TrainConfig
+    from ..data import TrainTransform, build_dataset
+    from ..models.config import IMAGENET_MEAN, IMAGENET_STD
+
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    if precision == "16" and device.type != "cuda":
+        raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
+    result: dict[str, Any] = {
+        "command": command,
+        "mode": "train",
+        **machine_info(device),
+        "crop_size": crop,
+        "batch_size": batch,
+        "workers": workers,
+        "precision": precision,
+        "width": width,
+        "load_avg_start": load_average(),
+    }
+    TrainConfig(crop_size=crop, batch_size=batch, precision=precision)  # the same validation as ``train``
+    factory = transform_factory or TrainTransform
+    with tempfile.TemporaryDirectory(prefix="aticnet-bench-") as tmp:
+        if data_root is None:
+            if dataset != "synthetic":
+                raise UserError("--data-root is needed for a data set other than synthetic")
+            log(f"generating {data_images} synthetic scenes of {data_size[0]}x{data_size[1]} in a temporary folder")
+            root = synthetic_root_for(data_size, data_images, Path(tmp) / "synthetic")
+            data_desc = f"synthetic, {data_images} scenes of {data_size[0]}x{data_size[1]} (PNG)"
+        else:
+            root = Path(data_root)
+            data_desc = f"{dataset} at {data_root}"
+        transform = factory(crop, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        train_set = build_dataset(dataset, root, "train", transform=transform)
+        result["data"] = data_desc
+        result["num_classes"] = train_set.num_classes
+        log(f"data pipeline: {data_desc}, {workers} worker(s), batch {batch}")
+        result["pipeline"] = time_pipeline(train_set, batch=batch, workers=workers, batches=pipeline_batches)
+        result["pipeline"]["transform"] = repr(transform)
+        if compare_transforms and transform_factory is None:
+            from ..data.transforms import ComposedTrainTransform
+
+            train_set.transform = ComposedTrainTransform(
+                crop, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD
+            )
+            log("data pipeline again with ComposedTrainTransform (same output, normalise before cropping)")
+            alt = time_pipeline(train_set, batch=batch, workers=workers, batches=pipeline_batches)
+            result["pipeline_composed"] = {**alt, "transform": repr(train_set.transform)}
+            train_set.transform = transform
+        result["step"] = {}
+        result["step_channels_last"] = {}
+        result["end_to_end"] = {}
+        for name in models:
+            log(f"training step of {name}: crop {crop}, batch {batch}, {steps} steps after {warmup} warm-up")
+            result["step"][name] = time_train_steps(
+                name,
+                crop=crop,
+                batch=batch,
+                steps=steps,
+                warmup=warmup,
+                device=device,
+                precision=precision,
+                width=width,
+                num_classes=train_set.num_classes,
+            )
+            log(f"training step of {name} in channels_last (model and images NHWC)")
+            result["step_channels_last"][name] = time_train_steps(
+                name,
+                crop=crop,
+                batch=batch,
+                steps=steps,
+                warmup=warmup,
+                device=device,
+                precision=precision,
+                width=width,
+                num_classes=train_set.num_classes,
+                channels_last=True,
+            )
+            if end_to_end:
+                from ..data.loader import train_loader
+
+                loader = train_loader(
+                    train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers, strict=False
+                )
+                from_loader = batches_of(loader)
+                log(f"  {name} end to end (loader + step)")
+                result["end_to_end"][name] = time_train_steps(
+                    name,
+                    crop=crop,
+                    batch=batch,
+                    steps=steps,
+                    warmup=warmup,
+                    device=device,
+                    precision=precision,
+                    width=width,
+                    num_classes=train_set.num_classes,
+                    batches=from_loader,
+                )
+                del from_loader, loader  # the last reference to the iterator: its workers stop
+                gc.collect()
+    pipe = result["pipeline"]["images_per_s"]
+    fastest_step = max(r["images_per_s"] for r in result["step"].values())
+    result["bound"] = "data pipeline" if pipe < fastest_step else "training step"
+    result["load_avg_end"] = load_average()
+    return result
+
+
+def format_training(result: dict[str, Any]) -> str:
+    p = result["pipeline"]
+    lines = [
+        (
+            f"{result['device']} ({result.get('gpu') or result['cpu']['model']}), {result['threads']} threads, torch "
+            f"{result['torch']}, crop {result['crop_size']}, batch {result['batch_size']}, precision {result['precision']}"
+        ),
+        f"data pipeline ({result['data']}, {p['workers']} workers): {p['images_per_s']:.2f} images/s",
+    ]
+    alt = result.get("pipeline_composed")
+    if alt:
+        lines.append(f"data pipeline with ComposedTrainTransform (same samples, v2.Compose): {alt['images_per_s']:.2f} images/s")
+    for name, r in result["step"].items():
+        cl = result.get("step_channels_last", {}).get(name)
+        e2e = result["end_to_end"].get(name)
+        tail = f"; channels_last {cl['images_per_s']:.2f}" if cl else ""
+        tail += f"; with the loader {e2e['images_per_s']:.2f}" if e2e else ""
+        lines.append(f"training step {name:<12}: {r['images_per_s']:.2f} images/s ({r['step_ms']:.0f} ms/step){tail}")
+    lines.append(
+        f"bound by: {result['bound']}; load average: start {result['load_avg_start']}, end {result['load_avg_end']}"
+    )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
