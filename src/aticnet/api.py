@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .distributed import pick_device
 from .errors import DataError, UserError
+from .fast import optimize_for_inference
 from .visualize import colorize as _colorize
 from .visualize import overlay as _overlay
 
@@ -238,18 +240,14 @@ class Segmenter:
 
 
 # ----------------------------------------------------------------------------- loading
-def pick_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here")
-    return device
-
-
-def load(weights: str | Path, device: str | torch.device = "cpu") -> Segmenter:
+def load(weights: str | Path, device: str | torch.device = "cpu", *, fast: bool = True) -> Segmenter:
     """A :class:`Segmenter` from a run directory, a ``.safetensors`` file, an ``.onnx`` file written by
-    ``aticnet export`` (run with onnxruntime) or a TorchScript file written by ``aticnet export``."""
+    ``aticnet export`` (run with onnxruntime) or a TorchScript file written by ``aticnet export``.
+
+    With ``fast`` (the default) a PyTorch model runs with its BatchNorms folded into the convs
+    (:func:`aticnet.fast.optimize_for_inference`, float32: the same logits to float rounding);
+    ``m.model`` stays the unmodified module.
+    """
     path = Path(weights)
     device = pick_device(device)
     if path.suffix.lower() == ".onnx":
@@ -260,7 +258,8 @@ def load(weights: str | Path, device: str | torch.device = "cpu") -> Segmenter:
 
     model, meta = load_model(path, device)
     cfg = model.config
-    return Segmenter(TorchRunner(model, device), num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std, meta=meta,
+    runner = optimize_for_inference(model) if fast else model
+    return Segmenter(TorchRunner(runner, device), num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std, meta=meta,
                      model=model, device=device, name=cfg.name, source=str(path))
 
 

@@ -89,8 +89,8 @@ def evaluate_weights(args: argparse.Namespace) -> dict:
     from .checkpoint import load_model
     from .data import EvalTransform, build_dataset
     from .data.loader import eval_loader
+    from .distributed import pick_device
     from .evaluate import evaluate
-    from .train import pick_device
 
     device = pick_device(args.device)
     model, meta = load_model(args.weights, device)

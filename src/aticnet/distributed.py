@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -27,6 +29,16 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+
+def pick_device(name: str | torch.device) -> torch.device:
+    """"auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N"; CUDA without a GPU is a UserError."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here")
+    return device
 
 
 def init_distributed(device_type: str) -> DistInfo:

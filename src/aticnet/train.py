@@ -22,7 +22,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, load_state, read_weig
 from .config import TrainConfig, save_config
 from .data import EvalTransform, TrainTransform, build_dataset
 from .data.loader import eval_loader, handle_unreadable, train_loader
-from .distributed import all_reduce_sum, init_distributed
+from .distributed import all_reduce_sum, init_distributed, pick_device
 from .errors import DataError, UserError
 from .evaluate import autocast, evaluate
 from .faults import StopSignals, all_agree, try_save
@@ -35,14 +35,6 @@ log = logging.getLogger(__name__)
 
 class TrainingStopped(UserError):
     """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    return torch.device(name)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

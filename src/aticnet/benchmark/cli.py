@@ -112,7 +112,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = canonical_command(args)
-    from ..train import pick_device
+    from ..distributed import pick_device
 
     device = pick_device(args.device)
     if args.train:
