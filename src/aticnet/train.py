@@ -97,20 +97,8 @@ def train_step(model, criterion, optimizer, scheduler, scaler, images, labels, c
     return {"loss": loss.detach(), "parts": parts, "finite": finite}
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Train as ``config`` says; returns a summary (final and best val scores, steps, time)."""
-    device = pick_device(config.device)
-    dist = init_distributed(device.type)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-    if config.batch_size % dist.world_size:
-        raise UserError(f"batch_size {config.batch_size} must be a multiple of the {dist.world_size} processes")
-    if config.precision == "16" and device.type != "cuda":
-        raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
-    run_dir = Path(config.out)
-    torch.manual_seed(config.seed)
-
-    # Data: the model's normalisation decides the transforms, so build the model config first.
+def build_data_and_model_config(config: TrainConfig):
+    """(train set, val set or None, model config): the model's normalisation decides the transforms."""
     train_set = build_dataset(config.dataset, config.data_root, config.train_split)
     overrides = dict(config.model_options)
     if config.width is not None:
@@ -124,7 +112,39 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_set.transform = TrainTransform(config.crop_size, scale_range=config.scale_range, mean=mcfg.mean, std=mcfg.std)
     val_set = None
     if config.val_split:
-        val_set = build_dataset(config.dataset, config.data_root, config.val_split, transform=EvalTransform(mean=mcfg.mean, std=mcfg.std))
+        transform = EvalTransform(mean=mcfg.mean, std=mcfg.std)
+        val_set = build_dataset(config.dataset, config.data_root, config.val_split, transform=transform)
+    return train_set, val_set, mcfg
+
+
+def restore(path: Path, model, optimizer, scheduler, scaler, device: torch.device) -> tuple[int, float]:
+    """Load a training checkpoint into the live objects; returns (step, best mIoU so far)."""
+    state = load_checkpoint(path)
+    load_state(model, state["model"], str(path))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    log.info("resumed from %s at step %d", path, int(state["step"]))
+    return int(state["step"]), float(state["best_miou"])
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train as ``config`` says; returns a summary (final and best val scores, steps, time)."""
+    device = pick_device(config.device)
+    dist = init_distributed(device.type)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if config.batch_size % dist.world_size:
+        raise UserError(f"batch_size {config.batch_size} must be a multiple of the {dist.world_size} processes")
+    if config.precision == "16" and device.type != "cuda":
+        raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
+    run_dir = Path(config.out)
+    torch.manual_seed(config.seed)
+
+    train_set, val_set, mcfg = build_data_and_model_config(config)
 
     model = model_from_config(mcfg)
     if config.init:
@@ -144,16 +164,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     step, best_miou = 0, -1.0
     resume_path = find_resume_checkpoint(config)
     if resume_path is not None:
-        state = load_checkpoint(resume_path)
-        load_state(model, state["model"], str(resume_path))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, best_miou = int(state["step"]), float(state["best_miou"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-        log.info("resumed from %s at step %d", resume_path, step)
+        step, best_miou = restore(resume_path, model, optimizer, scheduler, scaler, device)
 
     meta = {"classes": list(train_set.classes), "colors": [list(c) for c in train_set.colors], "dataset": config.dataset}
     metrics = MetricsLog(run_dir, resume_step=step if resume_path else None, tensorboard=dist.is_main) if dist.is_main else None
