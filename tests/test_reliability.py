@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TRAIN
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -28,8 +29,6 @@ from aticnet.checkpoint import list_checkpoints, load_checkpoint
 from aticnet.cli import main
 from aticnet.losses import CascadeLoss
 from aticnet.runlog import read_metrics
-
-from conftest import TINY_TRAIN
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 

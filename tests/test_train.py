@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TRAIN
 
 from aticnet.checkpoint import list_checkpoints, load_checkpoint, load_model
 from aticnet.cli import main
 from aticnet.config import load_config
 from aticnet.errors import UserError
 from aticnet.runlog import read_metrics
-
-from conftest import TINY_TRAIN
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:

@@ -107,13 +107,13 @@ class SegmentationDataset(Dataset):
             raise DataError(self.image_dir, f"split {split!r} has no images")
 
     # --- what a subclass says -------------------------------------------------------
+    @abc.abstractmethod
     def split_dir(self) -> Path:
         """The folder of this split's images; ``relative_name`` is relative to it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def find_samples(self) -> list[tuple[Path, Path]]:
         """All (image, label) pairs of the split, sorted; raises DataError for unpaired files."""
-        raise NotImplementedError
 
     def lut_for(self, label_path: Path) -> torch.Tensor:
         """The label table for one label file (Cityscapes has two kinds of label files)."""
