@@ -268,7 +268,8 @@ def render_markdown(reports: Sequence[dict[str, Any]]) -> str:
             "upsample and argmax inside the timed region, device synchronised. Peers are torchvision's "
             "`lraspp_mobilenet_v3_large` and `deeplabv3_mobilenet_v3_large` with random weights and 19 classes. "
             "ICNet-family widths are 0.5 unless the table says otherwise; PSPNet is full width (1.0). "
-            "Variants: `plain` = the model as built, NCHW; `fast` = Conv-BN folding + channels_last "
+            "Variants: `plain` = the model as built (our models compute in channels_last by default, "
+            "`ModelConfig.channels_last`; the torchvision peers in NCHW); `fast` = Conv-BN folding + channels_last "
             "(`aticnet.fast.optimize_for_inference`); `compile` = torch.compile (Inductor, freezing) of input -> labels; "
             "`bf16` = weights and activations in bfloat16."
         ),

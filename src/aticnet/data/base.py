@@ -8,6 +8,7 @@ raw values mean.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import contextvars
 import re
@@ -83,7 +84,7 @@ def pair_up(
     return [(images[key], labels[key]) for key in sorted(images) if key in labels]
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(Dataset, abc.ABC):
     """(image, label) pairs of one split.
 
     ``read(i)`` gives the decoded pair: a uint8 3xHxW RGB image and a uint8 HxW label of
