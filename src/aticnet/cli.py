@@ -105,7 +105,7 @@ def evaluate_weights(args: argparse.Namespace) -> dict:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    results = run_demo(args.out, steps=args.steps, latency_runs=args.latency_runs, seed=args.seed)
+    results = run_demo(args.out, steps=args.steps, latency_runs=args.latency_runs, seed=args.seed, width=args.width)
     write_json({name: {k: r[k] for k in ("miou", "params", "latency_ms", "pixel_accuracy", "train_seconds", "per_class_iou")}
                 for name, r in results.items()}, args.json)
     print(f"report, curves and comparison figure in {args.out}/")
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="training steps per model (default: the demo recipe's)")
     p.add_argument("--latency-runs", type=int, default=3, help="timed passes at 1024x2048 per model (0 skips)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=float, default=0.5, help="channel width of both models (default 0.5, as released)")
     p.set_defaults(func=cmd_demo)
 
     from . import export, figures_cli, predict

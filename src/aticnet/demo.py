@@ -49,10 +49,12 @@ def demo_config(model: str, out: Path, **overrides: Any) -> TrainConfig:
     return dataclasses.replace(DEMO_RECIPE, model=model, data_root=str(out / "data"), out=str(out / model), **overrides)
 
 
-def run_demo(out: str | Path = "runs/demo", *, steps: int | None = None, latency_runs: int = 3, seed: int = 0) -> dict[str, Any]:
+def run_demo(
+    out: str | Path = "runs/demo", *, steps: int | None = None, latency_runs: int = 3, seed: int = 0, width: float = 0.5
+) -> dict[str, Any]:
     """Train and compare both models; returns ``{name: {"miou", "params", "latency_ms", ...}}``."""
     out = Path(out)
-    overrides: dict[str, Any] = {"seed": seed}
+    overrides: dict[str, Any] = {"seed": seed, "width": width}
     if steps is not None:
         overrides.update(max_steps=steps, eval_every=max(1, steps // 4), save_every=max(1, steps // 2))
     results: dict[str, Any] = {}
