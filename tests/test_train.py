@@ -140,3 +140,37 @@ def test_two_process_ddp_on_cpu(synthetic_root, tmp_path):
     assert len(evals) == 1  # written once, by rank 0
     model, _ = load_model(out)
     assert model.config.name == "icnet"
+
+
+def test_bf16_mixed_precision_on_cpu(synthetic_root, tmp_path):
+    assert run_train(synthetic_root, tmp_path / "bf16", "--max-steps", "2", "--save-every", "0", "--precision", "bf16") == 0
+    losses = train_losses(tmp_path / "bf16")
+    assert len(losses) == 2 and all(0 < v < 20 for v in losses.values())
+
+
+def test_flip_and_multiscale_evaluation(synthetic_root, tmp_path):
+    run_train(synthetic_root, tmp_path / "run", "--max-steps", "1", "--save-every", "0")
+    common = ["evaluate", "--weights", str(tmp_path / "run"), "--dataset", "synthetic", "--data-root", str(synthetic_root),
+              "--workers", "0"]
+    assert main([*common, "--json", str(tmp_path / "plain.json")]) == 0
+    assert main([*common, "--flip", "--scales", "0.75", "1.0", "1.25", "--json", str(tmp_path / "tta.json")]) == 0
+    plain, tta = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "tta"))
+    assert tta["num_images"] == plain["num_images"] == 4
+    assert 0.0 <= tta["miou"] <= 1.0
+
+
+def test_predict_logits_averages_flipped_and_scaled_views():
+    from aticnet import build_model
+    from aticnet.evaluate import predict_logits
+
+    torch.manual_seed(0)
+    model = build_model("icnet", num_classes=3, width=0.125).eval()
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        flipped = predict_logits(model, x, flip=True)
+        expected = model(x).softmax(1) + model(x.flip(-1)).flip(-1).softmax(1)
+        torch.testing.assert_close(flipped, expected)
+        scaled = predict_logits(model, x, scales=(0.5, 1.0))
+        half = torch.nn.functional.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
+        up = torch.nn.functional.interpolate(model(half), size=(48, 64), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(scaled, up.softmax(1) + model(x).softmax(1))
