@@ -153,6 +153,13 @@ def test_a_training_set_with_no_readable_sample_stops(tmp_path, capsys):
     )
 
 
+def test_an_output_directory_that_cannot_be_made(tmp_path, capsys):
+    root = make_folder_set(tmp_path / "set")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    fails(capsys, train_argv(root, blocker / "run"), str(blocker / "run"), "Not a directory")
+
+
 def test_unknown_model_and_dataset_names(tmp_path, capsys, weights19):
     root = make_folder_set(tmp_path / "set")
     fails(capsys, train_argv(root, tmp_path / "r", "--model", "resnet"), "unknown model 'resnet'", "icnet, aticnet")

@@ -117,6 +117,18 @@ def test_sigkill_then_resume_gives_the_losses_of_an_uninterrupted_run(synthetic_
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(baseline, tmp_path, caplog):
+    out = tmp_path / "damaged"
+    shutil.copytree(baseline, out)
+    older, newest = list_checkpoints(out)[-2:]
+    newest.write_bytes(newest.read_bytes()[:1000])  # a truncated copy, as a disk or a transfer leaves one
+    older_step = int(load_checkpoint(older)["step"])
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    assert f"{newest}: not a readable checkpoint" in caplog.text
+    assert losses(out) == losses(baseline)  # the steps after the older checkpoint were trained again, exactly
+    assert older_step < STEPS and int(load_checkpoint(list_checkpoints(out)[-1])["step"]) == STEPS
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(synthetic_root, baseline, tmp_path):
     out = tmp_path / "stopped"
     proc, log = start_training(synthetic_root, out, workers="2")

@@ -53,6 +53,10 @@ def atomic_write(path: Path, write: Any) -> None:
         os.close(dir_fd)
 
 
+class UnreadableCheckpoint(UserError):
+    """A checkpoint file that is damaged (truncated, not a checkpoint), as opposed to one refused as unsafe."""
+
+
 def save_checkpoint(state: dict[str, Any], run_dir: Path, step: int, keep: int = 2) -> Path:
     """Write ``state`` as ``run_dir/checkpoints/step_XXXXXXX.pt`` atomically; keep the last ``keep``."""
     path = Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
@@ -86,7 +90,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"(only tensors and plain values are accepted)" + (f" [{culprit[:160]}]" if culprit else "")
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {str(e)[:120]})") from None
+        raise UnreadableCheckpoint(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {str(e)[:120]})") from None
 
 
 def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> None:

@@ -187,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"aticnet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if args.debug or e.filename is None:  # no file to name: a bug, not the user's input
+            raise
+        print(f"aticnet {args.command}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"aticnet {args.command}: interrupted", file=sys.stderr)
         return 130

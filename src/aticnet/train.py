@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LinearLR, PolynomialLR, SequentialLR
 from tqdm import tqdm
 
-from .checkpoint import list_checkpoints, load_checkpoint, load_state, read_weights, save_checkpoint, save_weights
+from .checkpoint import UnreadableCheckpoint, list_checkpoints, load_checkpoint, load_state, read_weights, save_checkpoint, save_weights
 from .config import TrainConfig, save_config
 from .data import EvalTransform, TrainTransform, build_dataset
 from .data.loader import eval_loader, handle_unreadable, train_loader
@@ -68,15 +68,26 @@ def class_weights_for(dataset, num_classes: int, strict: bool = False) -> torch.
     return (1.0 / torch.log(1.02 + freq)).float()
 
 
-def find_resume_checkpoint(config: TrainConfig) -> Path | None:
+def load_resume_state(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from and its contents, or None when not resuming.
+
+    With ``--resume`` alone (the run directory's latest), a damaged newest checkpoint is
+    reported and the one before it is used: a second copy is why several are kept. A file
+    refused as unsafe still stops the run, and so does a damaged file named explicitly.
+    """
     if config.resume in (None, "", "none"):
         return None
-    if config.resume == "auto":
-        found = list_checkpoints(config.out)
-        if not found:
-            raise UserError(f"{config.out}: --resume: no checkpoint in this run directory")
-        return found[-1]
-    return Path(config.resume)
+    if config.resume != "auto":
+        return Path(config.resume), load_checkpoint(config.resume)
+    found = list_checkpoints(config.out)
+    if not found:
+        raise UserError(f"{config.out}: --resume: no checkpoint in this run directory")
+    for path in reversed(found):
+        try:
+            return path, load_checkpoint(path)
+        except UnreadableCheckpoint as e:
+            log.warning("%s; trying the checkpoint before it", e)
+    raise UserError(f"{config.out}: --resume: none of the {len(found)} checkpoints is readable")
 
 
 def train_step(model, criterion, optimizer, scheduler, scaler, images, labels, config, device) -> dict[str, Any]:
@@ -117,9 +128,8 @@ def build_data_and_model_config(config: TrainConfig):
     return train_set, val_set, mcfg
 
 
-def restore(path: Path, model, optimizer, scheduler, scaler, device: torch.device) -> tuple[int, float]:
-    """Load a training checkpoint into the live objects; returns (step, best mIoU so far)."""
-    state = load_checkpoint(path)
+def restore(path: Path, state: dict[str, Any], model, optimizer, scheduler, scaler, device: torch.device) -> tuple[int, float]:
+    """Load a training checkpoint's ``state`` into the live objects; returns (step, best mIoU so far)."""
     load_state(model, state["model"], str(path))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -162,12 +172,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "16")
 
     step, best_miou = 0, -1.0
-    resume_path = find_resume_checkpoint(config)
-    if resume_path is not None:
-        step, best_miou = restore(resume_path, model, optimizer, scheduler, scaler, device)
+    resume = load_resume_state(config)
+    if resume is not None:
+        step, best_miou = restore(*resume, model, optimizer, scheduler, scaler, device)
 
     meta = {"classes": list(train_set.classes), "colors": [list(c) for c in train_set.colors], "dataset": config.dataset}
-    metrics = MetricsLog(run_dir, resume_step=step if resume_path else None, tensorboard=dist.is_main) if dist.is_main else None
+    metrics = MetricsLog(run_dir, resume_step=step if resume is not None else None, tensorboard=dist.is_main) if dist.is_main else None
     if dist.is_main:
         save_config(config, run_dir / "config.yaml")
 
