@@ -65,6 +65,12 @@ def run_one(model: str, seed: int, args: argparse.Namespace) -> dict:
     return result
 
 
+def mean_or_none(values: list[float | None]) -> float | None:
+    """Mean of the defined values in percent; None when a class was never scored (null in every run)."""
+    defined = [100 * v for v in values if v is not None]
+    return statistics.mean(defined) if defined else None
+
+
 def summarize(results: list[dict], models: list[str]) -> dict:
     table = {}
     for m in models:
@@ -79,9 +85,13 @@ def summarize(results: list[dict], models: list[str]) -> dict:
             "latency_ms_360x480": statistics.median(r["latency_ms_360x480"] for r in rs),
             # a resumed run's clock covers only its last segment, so it is left out when others exist
             "train_minutes": statistics.mean(r["train_minutes"] for r in ([r for r in rs if not r["resumed"]] or rs)),
-            "per_class_iou": {c: statistics.mean(100 * (r["per_class_iou"][c] or 0.0) for r in rs) for c in rs[0]["per_class_iou"]},
+            "per_class_iou": {c: mean_or_none([r["per_class_iou"][c] for r in rs]) for c in rs[0]["per_class_iou"]},
         }
     return table
+
+
+def format_iou(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def format_markdown(table: dict, results: list[dict]) -> str:
@@ -108,7 +118,7 @@ def format_markdown(table: dict, results: list[dict]) -> str:
                           f"the difference is {verdict} than the spread."]
     lines += ["", "| class | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
     for c in table[models[0]]["per_class_iou"]:
-        lines.append(f"| {c} | " + " | ".join(f"{table[m]['per_class_iou'][c]:.1f}" for m in models) + " |")
+        lines.append(f"| {c} | " + " | ".join(format_iou(table[m]["per_class_iou"][c]) for m in models) + " |")
     lines += ["", f"Command: `python {' '.join(sys.argv)}`",
               f"Hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
               f"training time summed over runs {sum(r['train_minutes'] for r in results):.0f} min."]
