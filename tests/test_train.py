@@ -127,10 +127,13 @@ def test_evaluate_command_json(synthetic_root, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(synthetic_root, tmp_path):
-    out = tmp_path / "ddp"
+    root, out = tmp_path / "data", tmp_path / "ddp"
+    shutil.copytree(synthetic_root, root)
+    second = sorted((root / "images/val").iterdir())[1]  # val is sharded rank::2, so rank 1 meets this one
+    second.write_bytes(second.read_bytes()[:50])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aticnet",
-           "train", *TINY_TRAIN, "--data-root", str(synthetic_root), "--out", str(out), "--max-steps", "3",
+           "train", *TINY_TRAIN, "--data-root", str(root), "--out", str(out), "--max-steps", "3",
            "--save-every", "3", "--eval-max-images", "4"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -138,6 +141,7 @@ def test_two_process_ddp_on_cpu(synthetic_root, tmp_path):
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3]
     evals = [r for r in rows if r["kind"] == "eval"]
     assert len(evals) == 1  # written once, by rank 0
+    assert evals[0]["skipped"] == 1  # counted on rank 1, reported by rank 0
     model, _ = load_model(out)
     assert model.config.name == "icnet"
 

@@ -205,8 +205,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             return None
         loader = eval_loader(val_set, rank=dist.rank, world_size=dist.world_size, workers=min(config.workers, 2), max_images=config.eval_max_images, strict=config.strict)
         scores = evaluate(model, loader, num_classes=mcfg.num_classes, class_names=val_set.classes, device=device, flip=config.eval_flip, precision=config.precision, progress=False)
+        skipped = int(all_reduce_sum(torch.tensor([loader.skipped], dtype=torch.int64, device=device))[0])  # every rank's share
         if dist.is_main:
-            metrics.write({"kind": "eval", "step": step, "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"], "seconds": scores["seconds"], "skipped": loader.skipped, "per_class_iou": scores["per_class_iou"]})
+            metrics.write({"kind": "eval", "step": step, "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"], "seconds": scores["seconds"], "skipped": skipped, "per_class_iou": scores["per_class_iou"]})
             if scores["miou"] is not None and scores["miou"] > best_miou:
                 best_miou = scores["miou"]
                 try_save(lambda: save_weights(model, run_dir / "best.safetensors", {**meta, "step": step, "miou": best_miou}), "best.safetensors")
