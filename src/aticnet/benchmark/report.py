@@ -108,7 +108,7 @@ def train_table(r: dict[str, Any]) -> list[str]:
         lines.append(
             f"| training step {name} (forward + backward + SGD, random data) | {s['images_per_s']:.2f} | {s['step_ms']:.0f} |"
         )
-    for name, s in r.get("step_channels_last", {}).items():
+    for name, s in r.get("step_channels_last", {}).items():  # reports from before channels-last became the default
         lines.append(
             f"| training step {name} in channels_last (model and images NHWC) | {s['images_per_s']:.2f} | "
             f"{s['step_ms']:.0f} |"

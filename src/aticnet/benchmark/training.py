@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import statistics
 import tempfile
@@ -46,7 +47,6 @@ def time_train_steps(
     width: float | None,
     num_classes: int,
     batches: Callable[[], tuple[Tensor, Tensor]] | None = None,
-    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Training-step throughput on random data (or on ``batches()`` when given: end to end)."""
     from ..config import TrainConfig
@@ -54,8 +54,6 @@ def time_train_steps(
     from ..train import build_optimizer, build_scheduler, train_step
 
     model = build_benchmark_model(name, width=width, num_classes=num_classes).to(device).train()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     config = TrainConfig(model=name, crop_size=crop, batch_size=batch, max_steps=10**6, precision=precision)
     aux_keys = getattr(model, "aux_keys", ())
     aux_weights = model.config.aux_weights if hasattr(model, "config") else ()
@@ -77,8 +75,6 @@ def time_train_steps(
         start = time.perf_counter()
         images, labels = source()
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         train_step(model, criterion, optimizer, scheduler, scaler, images, labels, config, device)
         synchronize(device)
         if i >= warmup:
@@ -191,34 +187,15 @@ def benchmark_training(
             result["pipeline_composed"] = {**alt, "transform": repr(train_set.transform)}
             train_set.transform = transform
         result["step"] = {}
-        result["step_channels_last"] = {}
         result["end_to_end"] = {}
         for name in models:
+            # the models compute channels-last by default (ModelConfig.channels_last), so this step is NHWC already
+            time_steps = functools.partial(
+                time_train_steps, name, crop=crop, batch=batch, steps=steps, warmup=warmup, device=device,
+                precision=precision, width=width, num_classes=train_set.num_classes,
+            )
             log(f"training step of {name}: crop {crop}, batch {batch}, {steps} steps after {warmup} warm-up")
-            result["step"][name] = time_train_steps(
-                name,
-                crop=crop,
-                batch=batch,
-                steps=steps,
-                warmup=warmup,
-                device=device,
-                precision=precision,
-                width=width,
-                num_classes=train_set.num_classes,
-            )
-            log(f"training step of {name} in channels_last (model and images NHWC)")
-            result["step_channels_last"][name] = time_train_steps(
-                name,
-                crop=crop,
-                batch=batch,
-                steps=steps,
-                warmup=warmup,
-                device=device,
-                precision=precision,
-                width=width,
-                num_classes=train_set.num_classes,
-                channels_last=True,
-            )
+            result["step"][name] = time_steps()
             if end_to_end:
                 from ..data.loader import train_loader
 
@@ -227,18 +204,7 @@ def benchmark_training(
                 )
                 from_loader = batches_of(loader)
                 log(f"  {name} end to end (loader + step)")
-                result["end_to_end"][name] = time_train_steps(
-                    name,
-                    crop=crop,
-                    batch=batch,
-                    steps=steps,
-                    warmup=warmup,
-                    device=device,
-                    precision=precision,
-                    width=width,
-                    num_classes=train_set.num_classes,
-                    batches=from_loader,
-                )
+                result["end_to_end"][name] = time_steps(batches=from_loader)
                 del from_loader, loader  # the last reference to the iterator: its workers stop
                 gc.collect()
     pipe = result["pipeline"]["images_per_s"]
@@ -261,10 +227,8 @@ def format_training(result: dict[str, Any]) -> str:
     if alt:
         lines.append(f"data pipeline with ComposedTrainTransform (same samples, v2.Compose): {alt['images_per_s']:.2f} images/s")
     for name, r in result["step"].items():
-        cl = result.get("step_channels_last", {}).get(name)
         e2e = result["end_to_end"].get(name)
-        tail = f"; channels_last {cl['images_per_s']:.2f}" if cl else ""
-        tail += f"; with the loader {e2e['images_per_s']:.2f}" if e2e else ""
+        tail = f"; with the loader {e2e['images_per_s']:.2f}" if e2e else ""
         lines.append(f"training step {name:<12}: {r['images_per_s']:.2f} images/s ({r['step_ms']:.0f} ms/step){tail}")
     lines.append(
         f"bound by: {result['bound']}; load average: start {result['load_avg_start']}, end {result['load_avg_end']}"
