@@ -24,6 +24,11 @@ from aticnet.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 
+def evaluate_argv(weights: Path, root: Path, workers: str = "0") -> list[str]:
+    return ["evaluate", "--weights", str(weights), "--dataset", "folder", "--data-root", str(root), "--split", "train",
+            "--workers", workers]
+
+
 def train_argv(root: Path, out: Path, *extra: str) -> list[str]:
     return [
         "train",
@@ -122,19 +127,7 @@ def test_bad_pair_fails_evaluate_and_strict_training(tmp_path, capsys, weights19
     save_weights(build_model("icnet", num_classes=3, width=0.125), tmp_path / "w3/model.safetensors", {})
     fails(
         capsys,
-        [
-            "evaluate",
-            "--weights",
-            str(tmp_path / "w3"),
-            "--dataset",
-            "folder",
-            "--data-root",
-            str(root),
-            "--split",
-            "train",
-            "--workers",
-            "2",
-        ],
+        evaluate_argv(tmp_path / "w3", root, workers="2"),
         str(bad),
         phrase,
     )
@@ -201,19 +194,7 @@ def test_weights_for_another_model_or_class_count(tmp_path, capsys, weights19):
     root = make_folder_set(tmp_path / "set")
     fails(
         capsys,
-        [
-            "evaluate",
-            "--weights",
-            str(weights19),
-            "--dataset",
-            "folder",
-            "--data-root",
-            str(root),
-            "--split",
-            "train",
-            "--workers",
-            "0",
-        ],
+        evaluate_argv(weights19, root),
         "the model predicts 19 classes, folder has 3",
     )
     icnet3 = tmp_path / "icnet3.safetensors"

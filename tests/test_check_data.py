@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from conftest import H, W, fails, make_folder_set, save
@@ -10,28 +11,16 @@ from conftest import H, W, fails, make_folder_set, save
 from aticnet.cli import main
 
 
+def check_data_argv(root: Path, *extra: str) -> list[str]:
+    return ["check-data", "--dataset", "folder", "--data-root", str(root), *extra]
+
+
 def test_check_data_reports_frequencies_of_a_good_set(tmp_path, capsys):
     root = make_folder_set(tmp_path / "set", n=2)
     make_folder_set(root, n=1, split="val")
     save(root / "masks/val/s0.png", np.array([[0, 1], [1, 255]], np.uint8).repeat(H // 2, 0).repeat(W // 2, 1))
     report = tmp_path / "report.json"
-    assert (
-        main(
-            [
-                "check-data",
-                "--dataset",
-                "folder",
-                "--data-root",
-                str(root),
-                "--json",
-                str(report),
-                "--workers",
-                "0",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(check_data_argv(root, "--json", str(report), "--workers", "0", "--quiet")) == 0
     out = capsys.readouterr().out
     assert "folder train: 2 pairs, 0 bad files; sizes 32x48 (2)" in out and "every pair is readable" in out
     assert "sky (val)" in out  # a class with no pixels is named
@@ -51,25 +40,7 @@ def test_check_data_lists_every_bad_file(tmp_path, capsys):
     (root / "masks/train/s3.png").unlink()
     save(root / "masks/train/stray.png", np.zeros((H, W), np.uint8))
     report = tmp_path / "report.json"
-    assert (
-        main(
-            [
-                "check-data",
-                "--dataset",
-                "folder",
-                "--data-root",
-                str(root),
-                "--split",
-                "train",
-                "--json",
-                str(report),
-                "--workers",
-                "2",
-                "--quiet",
-            ]
-        )
-        == 2
-    )
+    assert main(check_data_argv(root, "--split", "train", "--json", str(report), "--workers", "2", "--quiet")) == 2
     captured = capsys.readouterr()
     assert f"aticnet check-data: error: {root}: 5 bad files (listed above)" in captured.err
     expected = {
