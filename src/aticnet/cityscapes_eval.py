@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image, read_file
 
 from .data.cityscapes_labels import CLASS_NAMES, LABELS, label_id_to_train_id_lut
 from .errors import DataError
+from .io import read_label_map
 from .metrics import ConfusionMatrix
 
 GT_SUFFIX = "_gtFine_labelIds.png"
@@ -79,16 +79,9 @@ def find_prediction(walk: list[tuple[str, list[str]]], gt_file: Path) -> Path:
 
 def read_label_ids(path: Path) -> torch.Tensor:
     """A one-channel 8-bit PNG of Cityscapes label ids as an H x W uint8 tensor."""
-    try:
-        # read_file first: decode_image takes a path only since torchvision 0.20.
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
-    except (RuntimeError, OSError) as e:
-        raise DataError(path, f"cannot be decoded as an image ({e})") from None
-    if image.dtype != torch.uint8 or image.shape[0] != 1:
-        raise DataError(
-            path, f"is {image.shape[0]}-channel {image.dtype}; label-id maps must be one-channel 8-bit PNGs"
-        )
-    image = image[0]
+    image = read_label_map(path)
+    if image.dtype != torch.uint8:
+        raise DataError(path, f"is {image.dtype}; label-id maps must be one-channel 8-bit PNGs")
     top = int(image.max())
     if top > MAX_LABEL_ID:
         # 255 here usually means train ids (with 255 = ignore) were saved instead of label ids.

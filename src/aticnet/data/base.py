@@ -11,17 +11,15 @@ from __future__ import annotations
 import abc
 import contextlib
 import contextvars
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as F
 
 from ..errors import DataError
+from ..io import read_image, read_label_map
 
 IGNORE = 255
 INVALID = 254  # label-table value for raw values a data set never contains
@@ -135,14 +133,11 @@ class SegmentationDataset(Dataset, abc.ABC):
     def read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode pair ``i``: (uint8 3xHxW RGB image, uint8 HxW train ids or 255)."""
         image_path, label_path = self.samples[i]
-        image = decode(image_path, ImageReadMode.RGB)
-        if image.dtype != torch.uint8:  # 16-bit PNG photos
-            image = F.to_dtype(image, torch.uint8, scale=True)
-        raw = decode(label_path, ImageReadMode.UNCHANGED)
-        if raw.shape[0] != 1 or raw.dtype != torch.uint8:
-            kind = f"{raw.shape[0]}-channel" if raw.shape[0] != 1 else str(raw.dtype).removeprefix("torch.")
+        image = read_image(image_path)
+        raw = read_label_map(label_path)
+        if raw.dtype != torch.uint8:
+            kind = str(raw.dtype).removeprefix("torch.")
             raise DataError(label_path, f"label is a {kind} image; it must be 8-bit single-channel (a value per pixel)")
-        raw = raw[0]
         if raw.shape != image.shape[1:]:
             raise DataError(
                 label_path, f"label is {raw.shape[0]}x{raw.shape[1]} but its image {image_path.name} is "
@@ -167,16 +162,3 @@ class SegmentationDataset(Dataset, abc.ABC):
     def __repr__(self) -> str:
         name = type(self).__name__
         return f"{name}(root={str(self.root)!r}, split={self.split!r}, {len(self)} samples, {self.num_classes} classes)"
-
-
-def decode(path: Path, mode: ImageReadMode) -> torch.Tensor:
-    """``decode_image`` whose failures name the file."""
-    try:
-        return decode_image(str(path), mode=mode)
-    except (RuntimeError, ValueError, OSError) as e:
-        if not path.exists():
-            raise DataError(path, "file not found") from None
-        # torchvision prefixes its C++ function and source line: "decode_png, /.../decode_png.cpp:79, Out of ..."
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        reason = re.sub(r"^[\w()]+, \S+:\d+, ", "", text)
-        raise DataError(path, f"cannot decode image ({reason})") from None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from .config import ModelConfig
 from .layers import Bottleneck, ConvBN
 
 # ResNet-50 at width 1.0: stem convs, and (bottleneck middle, output) per stage.
@@ -107,6 +108,24 @@ class ResNetTrunk(nn.Module):
         """(kernel, stride, dilation) of the stem's convs and max-pool, in order."""
         pool = self.stem[3]
         return [conv_geometry(m[0]) for m in self.stem[:3]] + [(pool.kernel_size, pool.stride, 1)]
+
+
+def dilated_resnet50(config: ModelConfig) -> ResNetTrunk:
+    """The trunk ICNet and PSPNet share: deep stem, stage 3 at stride 2, stages 4 and 5 dilated 2 and 4.
+
+    PSPNet runs it whole (output stride 8). ICNet runs it on the half-size image and cuts it after
+    conv3_1, shrinking that map by 2 for the rest of stage 3 and stages 4-5 (the 1/32 branch).
+    """
+    c = config.channels
+    return ResNetTrunk(
+        stem_channels=[c(n) for n in STEM_CHANNELS],
+        stage_channels=[(c(m), c(o)) for m, o in STAGE_CHANNELS],
+        blocks=(*config.stage_blocks, config.stage5_blocks),
+        strides=(1, 2, 1, 1),
+        dilations=(1, 1, 2, 4),
+        stride_in_1x1=config.stride_in_1x1,
+        in_channels=config.in_channels,
+    )
 
 
 def conv_geometry(conv: nn.Conv2d) -> tuple[int, int, int]:

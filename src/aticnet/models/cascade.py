@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .layers import ConvBN, resize
+from .layers import Classifier, ConvBN, resize
 
 
 class HighResBranch(nn.Sequential):
@@ -37,7 +37,7 @@ class CascadeFeatureFusion(nn.Module):
         super().__init__()
         self.low = ConvBN(low_channels, out_channels, 3, dilation=2, relu=False)
         self.high = ConvBN(high_channels, out_channels, 1, relu=False)
-        self.aux_classifier = nn.Conv2d(low_channels, num_classes, 1)
+        self.aux_classifier = Classifier(low_channels, num_classes)
         self.relu = nn.ReLU(inplace=True)
         self.align_corners = align_corners
         self.out_channels = out_channels

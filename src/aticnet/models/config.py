@@ -28,8 +28,12 @@ class ModelConfig:
     bins: tuple[int, ...] = (1, 2, 3, 6)  # pyramid levels: pooled grid sizes
     rates: tuple[int, ...] = (2, 4, 8, 12)  # atrous pyramid: dilation per level, paired with bins
     atrous_reduction: int = 8  # atrous branch width = C / this (DeepLab's ASPP ratio)
+    atrous_inner_bn: bool = True  # BN after the branch's atrous 3x3 (the paper lists only one BN, after the 1x1)
+    atrous_inner_relu: bool = True  # ReLU after the branch's atrous 3x3 (the paper is silent)
     atrous_final_relu: bool = False  # ReLU after the branch's 1x1 conv + BN (paper is silent)
-    aux_weights: tuple[float, ...] = (0.4, 0.4)  # loss weights of the aux outputs, coarsest first
+    aux_weights: tuple[float, ...] = (0.4, 0.4)  # loss weights of the aux outputs, coarsest first (losses.AUX_WEIGHTS)
+    loss_on: str = "outputs"  # "outputs": labels shrunk to each output (ICNet); "labels": logits upsampled (mmseg)
+    bn_momentum: float = 0.1  # PyTorch's BN momentum; Caffe and the TF port: 0.05 (moving average 0.95)
     align_corners: bool = True  # Caffe's Interp layer, used by the original release
     stride_in_1x1: bool = True  # stride of a downsampling block in its 1x1 conv (MSRA/Caffe)
     zero_init_residual: bool = False  # start each residual block as identity (last BN = 0)
@@ -47,6 +51,8 @@ class ModelConfig:
                 setattr(self, f.name, tuple(value))
         if self.pyramid not in ("pool", "atrous", "concat"):
             raise ValueError(f"pyramid must be 'pool', 'atrous' or 'concat', not {self.pyramid!r}")
+        if self.loss_on not in ("outputs", "labels"):
+            raise ValueError(f"loss_on must be 'outputs' or 'labels', not {self.loss_on!r}")
         if self.architecture not in ("cascade", "pspnet"):
             raise ValueError(f"architecture must be 'cascade' or 'pspnet', not {self.architecture!r}")
         if self.pyramid == "atrous" and len(self.rates) != len(self.bins):

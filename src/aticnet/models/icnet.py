@@ -13,6 +13,7 @@ Structure (SPEC 2), with sizes relative to the input image I (H x W):
 
 Choices where ports of the original differ, written down once (SPEC 2, last point):
 * Resizing is bilinear with ``align_corners=True`` (Caffe's Interp layer); a config field.
+  Halving rounds odd sizes up, as Interp's ``shrink_factor`` does (``layers.half``).
 * The 1/32 branch is conv3_1's output shrunk by 2 (the original's ``conv3_1_sub4``), not a
   second pass of the trunk on a 1/4 image.
 * CFF has one ReLU, after the sum; its low path's conv has BN but no ReLU.
@@ -26,10 +27,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .backbone import STAGE_CHANNELS, STEM_CHANNELS, ResNetTrunk, block_path
+from .backbone import block_path, dilated_resnet50
 from .cascade import CascadeFeatureFusion, HighResBranch
 from .config import ModelConfig
-from .layers import ConvBN, half, init_weights, resize
+from .layers import Classifier, ConvBN, half, init_weights, resize
 from .pyramid import AtrousPyramidPooling, SumPyramidPooling
 
 # Full-width (1.0) channels of the cascade-specific layers; width 0.5 halves them.
@@ -52,15 +53,7 @@ class ICNet(nn.Module):
         self.config = config
         c = config.channels
         ac = config.align_corners
-        self.trunk = ResNetTrunk(
-            stem_channels=[c(n) for n in STEM_CHANNELS],
-            stage_channels=[(c(m), c(o)) for m, o in STAGE_CHANNELS],
-            blocks=(*config.stage_blocks, config.stage5_blocks),
-            strides=(1, 2, 1, 1),  # 1/8, 1/16 (conv3_1), then the 1/32 branch keeps its size
-            dilations=(1, 1, 2, 4),
-            stride_in_1x1=config.stride_in_1x1,
-            in_channels=config.in_channels,
-        )
+        self.trunk = dilated_resnet50(config)  # on I/2: 1/8, conv3_1 1/16, then the 1/32 branch keeps its size
         top = self.trunk.channels[-1]
         if config.pyramid == "pool":
             self.pyramid: nn.Module = SumPyramidPooling(top, config.bins, align_corners=ac)
@@ -70,6 +63,8 @@ class ICNet(nn.Module):
                 config.bins,
                 config.rates,
                 reduction=config.atrous_reduction,
+                inner_bn=config.atrous_inner_bn,
+                inner_relu=config.atrous_inner_relu,
                 final_relu=config.atrous_final_relu,
                 align_corners=ac,
             )
@@ -81,8 +76,8 @@ class ICNet(nn.Module):
         self.cff_16 = CascadeFeatureFusion(c(PYRAMID_OUT), self.trunk.channels[1], c(CFF_CHANNELS), k, align_corners=ac)
         self.cff_8 = CascadeFeatureFusion(c(CFF_CHANNELS), self.high.out_channels, c(CFF_CHANNELS), k, align_corners=ac)
         self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.classifier = nn.Conv2d(c(CFF_CHANNELS), k, 1)
-        init_weights(self, zero_init_residual=config.zero_init_residual)
+        self.classifier = Classifier(c(CFF_CHANNELS), k)
+        init_weights(self, zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum)
 
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
         ac = self.config.align_corners

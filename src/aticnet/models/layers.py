@@ -1,4 +1,4 @@
-"""Small building blocks shared by every model: conv-BN(-ReLU), the bottleneck, resizing."""
+"""Small building blocks shared by every model: conv-BN(-ReLU), the bottleneck, the classifier, resizing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from torch import Tensor, nn
 
 
 class ConvBN(nn.Sequential):
-    """Conv (no bias) + BatchNorm, optionally followed by ReLU.
+    """Conv + BatchNorm, optionally followed by ReLU.
 
     Padding keeps the spatial size at stride 1 for any dilation: ``dilation * (k - 1) // 2``.
+    Without ``norm`` the conv gets a bias instead of the BatchNorm.
     """
 
     def __init__(
@@ -21,18 +22,26 @@ class ConvBN(nn.Sequential):
         *,
         stride: int = 1,
         dilation: int = 1,
+        norm: bool = True,
         relu: bool = True,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=False),
-            nn.BatchNorm2d(out_channels),
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=not norm)
         ]
+        if norm:
+            layers.append(nn.BatchNorm2d(out_channels))
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+        self.out_channels = out_channels
+
+
+class Classifier(nn.Conv2d):
+    """1x1 conv with bias: features -> class scores. Initialised N(0, 0.01) by :func:`init_weights`."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__(in_channels, num_classes, 1)
 
 
 class Bottleneck(nn.Module):
@@ -75,29 +84,36 @@ def resize(x: Tensor, size: tuple[int, int] | torch.Size, align_corners: bool) -
 
 
 def half(x: Tensor, align_corners: bool) -> Tensor:
-    """Bilinear downsampling by 2 (floor of odd sizes), as Caffe's Interp ``shrink_factor: 2``."""
-    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=align_corners)
+    """Bilinear downsampling by 2, odd sizes rounded up: Caffe's Interp with ``shrink_factor: 2`` gives
+    (n - 1) / 2 + 1 (ICNet's ``data_sub2`` and ``conv3_1_sub4``), which is also what a 3x3 stride-2 conv
+    with padding 1 gives, so the branches of the cascade keep matching sizes."""
+    h, w = x.shape[-2:]
+    return F.interpolate(x, size=((h + 1) // 2, (w + 1) // 2), mode="bilinear", align_corners=align_corners)
 
 
-def init_weights(model: nn.Module, *, zero_init_residual: bool = False) -> None:
-    """Kaiming-normal convs (fan-out, ReLU), BN weight 1 and bias 0.
+def init_weights(model: nn.Module, *, zero_init_residual: bool = False, bn_momentum: float = 0.1) -> None:
+    """Kaiming-normal convs (fan-out, ReLU) with zero bias, BN weight 1 and bias 0.
 
-    Classifiers (convs with a bias: nothing else has one) start at N(0, 0.01) with bias 0,
-    as mmsegmentation's heads do: initial logits near 0, so the first loss is about
-    ln(K) per output instead of a large, noisy value.
+    :class:`Classifier` layers start at N(0, 0.01) with bias 0, as mmsegmentation's heads
+    do: initial logits near 0, so the first loss is about ln(K) per output instead of a
+    large, noisy value.
 
     With ``zero_init_residual`` the last BN of each bottleneck starts at 0, so every
-    residual block starts as the identity (Goyal et al., 2017).
+    residual block starts as the identity (Goyal et al., 2017). ``bn_momentum`` is
+    PyTorch's (weight of the new batch); Caffe's ``moving_average_fraction`` 0.95 is 0.05.
     """
     for m in model.modules():
-        if isinstance(m, nn.Conv2d) and m.bias is not None:
+        if isinstance(m, Classifier):
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+            m.momentum = bn_momentum
     if zero_init_residual:
         for m in model.modules():
             if isinstance(m, Bottleneck):

@@ -1,10 +1,11 @@
 """PSPNet (Zhao et al., CVPR 2017): dilated ResNet-50, concatenating pyramid, aux FCN head.
 
 Train mode returns ``{"out": 1/8 logits, "aux": 1/8 logits from stage 4}``; eval mode
-returns N x num_classes x H x W logits at the input size.
+returns N x num_classes x H x W logits at the input size. Its loss upsamples the logits
+to the labels' size (``loss_on="labels"``, mmsegmentation's way).
 
-Note: the pyramid's 1x1 bin is a single pixel, so its BatchNorm needs a batch of at
-least 2 in training (the original trains with synchronised BN across 4+ GPUs).
+The pyramid's 1x1 bin has no BatchNorm (a single pixel per image; see ``pyramid.py``),
+so it trains at any batch size; the original used synchronised BN over 4+ GPUs instead.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .backbone import STAGE_CHANNELS, STEM_CHANNELS, ResNetTrunk, block_path
+from .backbone import block_path, dilated_resnet50
 from .config import ModelConfig
-from .layers import ConvBN, init_weights, resize
+from .layers import Classifier, ConvBN, init_weights, resize
 from .pyramid import ConcatPyramidPooling
 
 HEAD_CHANNELS = 512  # the 3x3 conv after the pyramid, at width 1.0
@@ -28,7 +29,7 @@ class FCNHead(nn.Sequential):
         super().__init__(
             ConvBN(in_channels, channels, 3),
             nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
-            nn.Conv2d(channels, num_classes, 1),
+            Classifier(channels, num_classes),
         )
 
 
@@ -41,20 +42,12 @@ class PSPNet(nn.Module):
             raise ValueError(f"PSPNet concatenates its pyramid; pyramid {config.pyramid!r} is the cascade's")
         self.config = config
         c = config.channels
-        self.trunk = ResNetTrunk(
-            stem_channels=[c(n) for n in STEM_CHANNELS],
-            stage_channels=[(c(m), c(o)) for m, o in STAGE_CHANNELS],
-            blocks=(*config.stage_blocks, config.stage5_blocks),
-            strides=(1, 2, 1, 1),  # output stride 8
-            dilations=(1, 1, 2, 4),
-            stride_in_1x1=config.stride_in_1x1,
-            in_channels=config.in_channels,
-        )
+        self.trunk = dilated_resnet50(config)  # output stride 8
         self.pyramid = ConcatPyramidPooling(self.trunk.channels[-1], config.bins, align_corners=config.align_corners)
         k = config.num_classes
         self.head = FCNHead(self.pyramid.out_channels, c(HEAD_CHANNELS), k, config.dropout)
         self.aux_head = FCNHead(self.trunk.channels[-2], c(AUX_CHANNELS), k, config.dropout)
-        init_weights(self, zero_init_residual=config.zero_init_residual)
+        init_weights(self, zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum)
 
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
         if self.config.channels_last:
@@ -76,5 +69,6 @@ class PSPNet(nn.Module):
 def pspnet_config() -> ModelConfig:
     """PSPNet-50 as released: full width, concatenating pyramid, dropout 0.1, aux weight 0.4."""
     return ModelConfig(
-        name="pspnet", architecture="pspnet", width=1.0, stage5_blocks=3, pyramid="concat", aux_weights=(0.4,), dropout=0.1
+        name="pspnet", architecture="pspnet", width=1.0, stage5_blocks=3, pyramid="concat", aux_weights=(0.4,),
+        dropout=0.1, loss_on="labels",
     )

@@ -6,7 +6,9 @@
   (C -> C/8), BN, ReLU, a 1x1 conv (C/8 -> C) and BN, then pools and upsamples; the
   levels are **summed** with the input, as in ICNet.
 * :class:`ConcatPyramidPooling` (PSPNet): pool, 1x1 conv to C/4 + BN + ReLU, upsample, and
-  **concatenate** with the input (2C channels out).
+  **concatenate** with the input (2C channels out). The 1x1 bin is a single pixel per image,
+  so its BatchNorm would need a batch of 2 or more to train; like segmentation_models_pytorch,
+  that level has a conv with bias and no BatchNorm, and PSPNet trains at any batch size.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class SumPyramidPooling(nn.Module):
 
     def __init__(self, channels: int, bins: Sequence[int] = (1, 2, 3, 6), *, align_corners: bool = True) -> None:
         super().__init__()
-        self.in_channels = self.out_channels = channels
+        self.out_channels = channels
         self.bins = tuple(bins)
         self.align_corners = align_corners
 
@@ -67,13 +69,27 @@ class SumPyramidPooling(nn.Module):
 
 
 class AtrousLevel(nn.Module):
-    """One AtICNet pyramid level: atrous 3x3 (C -> C/r), BN, ReLU, 1x1 (C/r -> C), BN, pool."""
+    """One AtICNet pyramid level: atrous 3x3 (C -> C/r), BN, ReLU, 1x1 (C/r -> C), BN, pool.
+
+    The paper lists "padding + atrous conv + 1x1 conv + batch norm"; the BN and ReLU after
+    the atrous conv (``inner_bn``, ``inner_relu``) and a ReLU after the last BN
+    (``final_relu``) are our reading, switchable for the ablation.
+    """
 
     def __init__(
-        self, channels: int, branch_channels: int, bins: int, rate: int, *, final_relu: bool, align_corners: bool
+        self,
+        channels: int,
+        branch_channels: int,
+        bins: int,
+        rate: int,
+        *,
+        inner_bn: bool = True,
+        inner_relu: bool = True,
+        final_relu: bool = False,
+        align_corners: bool = True,
     ) -> None:
         super().__init__()
-        self.atrous = ConvBN(channels, branch_channels, 3, dilation=rate)  # padding = rate
+        self.atrous = ConvBN(channels, branch_channels, 3, dilation=rate, norm=inner_bn, relu=inner_relu)  # padding = rate
         self.project = ConvBN(branch_channels, channels, 1, relu=final_relu)
         self.bins, self.rate = bins, rate
         self.align_corners = align_corners
@@ -93,18 +109,18 @@ class AtrousPyramidPooling(nn.Module):
         rates: Sequence[int] = (2, 4, 8, 12),
         *,
         reduction: int = 8,
+        inner_bn: bool = True,
+        inner_relu: bool = True,
         final_relu: bool = False,
         align_corners: bool = True,
     ) -> None:
         super().__init__()
         if len(bins) != len(rates):
             raise ValueError(f"one rate per bin: bins {tuple(bins)}, rates {tuple(rates)}")
-        self.in_channels = self.out_channels = channels
+        self.out_channels = channels
         branch = max(1, channels // reduction)
-        self.levels = nn.ModuleList(
-            AtrousLevel(channels, branch, b, r, final_relu=final_relu, align_corners=align_corners)
-            for b, r in zip(bins, rates)
-        )
+        options = dict(inner_bn=inner_bn, inner_relu=inner_relu, final_relu=final_relu, align_corners=align_corners)
+        self.levels = nn.ModuleList(AtrousLevel(channels, branch, b, r, **options) for b, r in zip(bins, rates))
 
     def forward(self, x: Tensor) -> Tensor:
         # x: N x C x h x w  ->  N x C x h x w
@@ -120,10 +136,10 @@ class ConcatPyramidPooling(nn.Module):
     def __init__(self, channels: int, bins: Sequence[int] = (1, 2, 3, 6), *, align_corners: bool = True) -> None:
         super().__init__()
         branch = channels // len(bins)
-        self.in_channels, self.out_channels = channels, channels + branch * len(bins)
+        self.out_channels = channels + branch * len(bins)
         self.bins = tuple(bins)
         self.align_corners = align_corners
-        self.convs = nn.ModuleList(ConvBN(channels, branch, 1) for _ in self.bins)
+        self.convs = nn.ModuleList(ConvBN(channels, branch, 1, norm=b > 1) for b in self.bins)
 
     def forward(self, x: Tensor) -> Tensor:
         # x: N x C x h x w  ->  N x 2C x h x w
