@@ -142,7 +142,7 @@ def test_a_training_set_with_no_readable_sample_stops(tmp_path, capsys):
         capsys,
         train_argv(root, tmp_path / "r", "--max-steps", "100"),
         str(root),
-        "4 batches in a row had no readable sample",
+        "2 batches in a row had no readable sample",
     )
 
 
@@ -174,7 +174,7 @@ def test_config_with_unknown_or_mistyped_field(tmp_path, capsys):
     config = tmp_path / "recipe.yaml"
     cases = {
         "crop_sise: 64\n": "unknown field 'crop_sise'",
-        "crop_size: big\n": "crop_size must be int, not 'big'",
+        "crop_size: big\n": "crop_size must be int or tuple, not 'big'",
         "lr: [1, 2]\n": "lr must be float",
         "strict: maybe\n": "strict must be bool",
         "class_weights: inverse\n": "class_weights must be one of none, inverse_log, not 'inverse'",
@@ -197,15 +197,9 @@ def test_weights_for_another_model_or_class_count(tmp_path, capsys, weights19):
         evaluate_argv(weights19, root),
         "the model predicts 19 classes, folder has 3",
     )
-    icnet3 = tmp_path / "icnet3.safetensors"
-    save_weights(build_model("icnet", num_classes=3, width=0.125), icnet3, {})
-    fails(
-        capsys,
-        train_argv(root, tmp_path / "r", "--model", "aticnet", "--init", str(icnet3)),
-        str(icnet3),
-        "weights do not fit aticnet",
-    )
-    fails(capsys, train_argv(root, tmp_path / "r", "--init", str(weights19)), "do not fit icnet", "shape mismatch")
+    wider = tmp_path / "icnet_wider.safetensors"
+    save_weights(build_model("icnet", num_classes=3, width=0.25), wider, {})
+    fails(capsys, train_argv(root, tmp_path / "r", "--init", str(wider)), str(wider), "no tensor of these weights fits icnet")
     # a training checkpoint of another model: --resume refuses it the same way
     assert main(train_argv(root, tmp_path / "run3")) == 0
     checkpoint = next((tmp_path / "run3" / "checkpoints").glob("step_*.pt"))

@@ -12,7 +12,7 @@ from torch import nn
 from aticnet.benchmark import (
     Entry,
     Variant,
-    add_parser,
+
     benchmark_inference,
     benchmark_training,
     parse_variant,
@@ -20,6 +20,7 @@ from aticnet.benchmark import (
     run_interleaved,
 )
 from aticnet.benchmark.report import render_markdown
+from aticnet.cli.benchmark import add_parser
 from aticnet.errors import UserError
 
 MODEL_KEYS = {

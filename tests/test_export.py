@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import aticnet
 from aticnet import build_model, export
+from aticnet.cli import export as export_cli
 from aticnet.checkpoint import save_weights
 from aticnet.errors import UserError
 from aticnet.models import pyramid
@@ -32,7 +33,7 @@ def weights(tmp_path_factory):
 def run_cli(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="aticnet")
     sub = parser.add_subparsers(dest="command", required=True)
-    export.add_parser(sub)
+    export_cli.add_parser(sub)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -11,7 +11,8 @@ import torch
 import yaml
 from PIL import Image
 
-from aticnet import build_model, figures_cli
+from aticnet import build_model, figures
+from aticnet.cli import compare as compare_cli, plot as plot_cli
 from aticnet.checkpoint import save_weights
 from aticnet.data.cityscapes_labels import CLASS_COLORS, CLASS_NAMES
 from aticnet.errors import DataError, UserError
@@ -20,7 +21,8 @@ from aticnet.errors import DataError, UserError
 def run_cli(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="aticnet")
     sub = parser.add_subparsers(dest="command", required=True)
-    figures_cli.add_parser(sub)
+    compare_cli.add_parser(sub)
+    plot_cli.add_parser(sub)
     args = parser.parse_args(argv)
     args.func(args)
 
@@ -58,8 +60,8 @@ def images(tmp_path_factory):
 
 def test_read_label_maps_cityscapes_label_ids(images):
     _, labels = images
-    assert set(np.unique(figures_cli.read_label(labels[0])).tolist()) == {0, 10, 255}
-    assert set(np.unique(figures_cli.read_label(labels[1])).tolist()) == {0, 13}  # road, car as train ids
+    assert set(np.unique(figures.read_label(labels[0])).tolist()) == {0, 10, 255}
+    assert set(np.unique(figures.read_label(labels[1])).tolist()) == {0, 13}  # road, car as train ids
 
 
 def test_compare_writes_a_figure(two_runs, images, tmp_path, capsys):
@@ -77,17 +79,17 @@ def test_compare_writes_a_figure(two_runs, images, tmp_path, capsys):
 def test_compare_errors_name_the_file(two_runs, images, tmp_path):
     paths, labels = images
     with pytest.raises(UserError, match="one per image"):
-        figures_cli.compare(two_runs, paths, tmp_path / "x.png", labels=labels[:1])
+        figures.compare(two_runs, paths, tmp_path / "x.png", labels=labels[:1])
     with pytest.raises(DataError, match="ghost.png"):
-        figures_cli.compare(two_runs, [tmp_path / "ghost.png"], tmp_path / "x.png")
+        figures.compare(two_runs, [tmp_path / "ghost.png"], tmp_path / "x.png")
     small = tmp_path / "small_trainIds.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(small)
     with pytest.raises(DataError, match="small_trainIds.png"):
-        figures_cli.compare(two_runs, paths[:1], tmp_path / "x.png", labels=[small])
+        figures.compare(two_runs, paths[:1], tmp_path / "x.png", labels=[small])
     five = tmp_path / "five.safetensors"
     save_weights(build_model("icnet", num_classes=5, width=0.125), five, {"classes": list("abcde")})
     with pytest.raises(UserError, match="5 classes"):
-        figures_cli.compare([two_runs[0], five], paths[:1], tmp_path / "x.png")
+        figures.compare([two_runs[0], five], paths[:1], tmp_path / "x.png")
 
 
 def write_run(d, steps, losses, mious, init=None):
@@ -137,4 +139,4 @@ def test_plot_errors(tmp_path):
     with pytest.raises(DataError, match="metrics.jsonl"):
         run_cli(["plot", str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")])
     with pytest.raises(UserError, match="2 labels for 1 runs"):
-        figures_cli.plot([tmp_path / "empty"], tmp_path / "x.png", labels=["a", "b"])
+        figures.plot([tmp_path / "empty"], tmp_path / "x.png", labels=["a", "b"])

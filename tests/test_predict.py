@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 import aticnet
-from aticnet import build_model, predict
+from aticnet import build_model
+from aticnet.cli import predict as predict_cli
 from aticnet.checkpoint import save_weights
 from aticnet.data.cityscapes_labels import CLASS_COLORS, CLASS_NAMES, train_id_to_label_id_lut
 from aticnet.errors import DataError, UserError
@@ -54,7 +55,7 @@ def write_image(path, array):
 def run_cli(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="aticnet")
     sub = parser.add_subparsers(dest="command", required=True)
-    predict.add_parser(sub)
+    predict_cli.add_parser(sub)
     args = parser.parse_args(argv)
     args.func(args)
 

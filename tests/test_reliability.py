@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import aticnet.checkpoint
-import aticnet.train
+import aticnet.recipe
 from aticnet.checkpoint import list_checkpoints, load_checkpoint
 from aticnet.cli import main
 from aticnet.losses import CascadeLoss
@@ -159,7 +159,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(synthetic_root, baseline, tmp
                 os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would; the handler only raises a flag
             return super().forward(outputs, labels)
 
-    monkeypatch.setattr(aticnet.train, "CascadeLoss", TermAtStep3)
+    monkeypatch.setattr(aticnet.recipe, "CascadeLoss", TermAtStep3)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "stopped"
     assert main(run_args(synthetic_root, out, "--save-every", "4")) == 0
@@ -201,7 +201,7 @@ def test_nonfinite_loss_stops_with_the_last_good_checkpoint(synthetic_root, tmp_
             NanAtStep3.calls += 1
             return (loss * float("nan") if NanAtStep3.calls == 3 else loss), parts
 
-    monkeypatch.setattr(aticnet.train, "CascadeLoss", NanAtStep3)
+    monkeypatch.setattr(aticnet.recipe, "CascadeLoss", NanAtStep3)
     args = [
         *TINY_TRAIN,
         "--data-root",

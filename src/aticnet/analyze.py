@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .timing import measure_latency
 
 # Parameter groups by top-level module name; anything else counts as "heads".
 PARTS = {
@@ -38,12 +38,14 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 
 def count_flops(model: nn.Module, size: tuple[int, int], batch: int = 1) -> float:
-    """FLOPs of one eval forward pass (FlopCounterMode: 2 x multiply-accumulates).
+    """FLOPs of one eval forward pass (FlopCounterMode: 2 x multiply-accumulates of convs and matmuls).
 
-    Runs a copy of the model on the meta device: shapes only, no arithmetic, any size.
+    Runs a copy of the model on the meta device: shapes only, no arithmetic, any size. Any
+    model taking an N x C x H x W image (C = ``config.in_channels``, else 3).
     """
     meta = copy.deepcopy(model).to("meta").eval()
-    x = torch.zeros(batch, model.config.in_channels, *size, device="meta")
+    in_channels = getattr(getattr(model, "config", None), "in_channels", 3)
+    x = torch.zeros(batch, in_channels, *size, device="meta")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         meta(x)
     return float(counter.get_total_flops())
@@ -73,20 +75,6 @@ def receptive_fields(model: nn.Module, size: tuple[int, int] | None = None) -> d
             level["pool_region"] = [size[0] / b, size[1] / b]
         levels.append(level)
     return {"trunk": trunk, "pyramid": levels}
-
-
-def measure_latency(model: nn.Module, size: tuple[int, int], runs: int = 5, warmup: int = 1) -> float:
-    """Median CPU milliseconds of one eval forward pass plus argmax, batch 1."""
-    model.eval()
-    x = torch.randn(1, model.config.in_channels, *size)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + runs):
-            start = time.perf_counter()
-            model(x).argmax(1)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def analyze(model: nn.Module, size: tuple[int, int], *, runs: int = 5) -> dict[str, Any]:

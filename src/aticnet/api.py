@@ -27,48 +27,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributed import pick_device
-from .errors import DataError, UserError
+from .errors import UserError
 from .fast import optimize_for_inference
+from .io import read_image
 from .visualize import colorize as _colorize
 from .visualize import overlay as _overlay
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 TORCHSCRIPT_EXTENSIONS = (".ts", ".torchscript", ".pt", ".pth")
 META_FILE = "aticnet.json"  # the metadata TorchScript files carry (``_extra_files``)
 
 
 # ----------------------------------------------------------------------------- images
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as H x W x 3 uint8 RGB; a missing or unreadable file is a :class:`DataError`."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "image not found")
-    try:
-        with Image.open(path) as img:
-            return np.array(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(path, f"not a readable image ({e.__class__.__name__})") from None
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(path, f"not a readable image ({e.__class__.__name__})") from None
-    return h, w
-
-
 def to_image_tensor(image: Any) -> Tensor:
     """Any accepted image -> 3 x H x W tensor, uint8 (0..255) or float32 (0..1), on the CPU."""
     if isinstance(image, (str, Path)):
-        image = read_image(image)
-    elif type(image).__module__.startswith("PIL."):
+        return read_image(image)
+    if type(image).__module__.startswith("PIL."):
         image = np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         if image.ndim == 2:

@@ -1,4 +1,4 @@
-"""``aticnet check-data``: read every (image, label) pair of a data set before training on it.
+"""Reading every (image, label) pair of a data set before training on it (``aticnet check-data``).
 
 Each pair is decoded by the data set's own ``read`` (exactly what training sees): both files
 open, the label has its image's size, and it holds only class values or the ignore value.
@@ -8,9 +8,6 @@ each split; exits with code 2 and the list of bad files when any is bad.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from collections import Counter
 from typing import Any
 
@@ -19,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data import build_dataset
 from .data.base import IGNORE, SegmentationDataset, collect_unpaired
-from .errors import DataError, UserError
+from .errors import DataError
 
 
 class PairStats(Dataset):
@@ -40,10 +37,11 @@ class PairStats(Dataset):
 
 
 def check_split(name: str, root: str, split: str, workers: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Check one split: {"pairs", "bad": [{"path", "problem"}], "class_pixels", "ignored_pixels", "sizes"}."""
+    """Check one split: {"pairs", "bad": [{"path", "problem"}], "class_pixels", "ignored_pixels", "sizes",
+    "drives" (frames per drive)}."""
     from tqdm import tqdm
 
-    report: dict[str, Any] = {"pairs": 0, "bad": [], "class_pixels": {}, "ignored_pixels": 0, "sizes": {}}
+    report: dict[str, Any] = {"pairs": 0, "bad": [], "class_pixels": {}, "ignored_pixels": 0, "sizes": {}, "drives": {}}
     with collect_unpaired() as unpaired:
         try:
             dataset = build_dataset(name, root, split)
@@ -63,6 +61,7 @@ def check_split(name: str, root: str, split: str, workers: int = 0, progress: bo
             counts += item["counts"]
             sizes["x".join(map(str, item["size"]))] += 1
     report["pairs"] = len(dataset)
+    report["drives"] = dataset.drives()
     report["class_pixels"] = {c: int(n) for c, n in zip(dataset.classes, counts[: dataset.num_classes])}
     report["ignored_pixels"] = int(counts[IGNORE])
     report["sizes"] = dict(sizes.most_common())
@@ -93,38 +92,3 @@ def format_table(reports: dict[str, dict[str, Any]]) -> str:
     if absent:
         lines.append("classes with no pixels: " + ", ".join(absent))
     return "\n".join(lines)
-
-
-def cmd_check_data(args: argparse.Namespace) -> None:
-    from .cli import write_json
-
-    reports = {s: check_split(args.dataset, args.data_root, s, args.workers, not args.quiet) for s in args.split}
-    for split, r in reports.items():
-        sizes = ", ".join(f"{size} ({n})" for size, n in list(r["sizes"].items())[:3])
-        sizes += " ..." if len(r["sizes"]) > 3 else ""
-        sizes = f"; sizes {sizes}" if sizes else ""
-        print(f"{args.dataset} {split}: {r['pairs']} pairs, {len(r['bad'])} bad files{sizes}")
-    table = format_table(reports)
-    if table:
-        print(table)
-    bad = list({(b["path"], b["problem"]): b for r in reports.values() for b in r["bad"]}.values())
-    write_json({"dataset": args.dataset, "data_root": args.data_root, "ok": not bad, "splits": reports}, args.json)
-    if bad:
-        print(f"bad files ({len(bad)}):", file=sys.stderr)
-        for b in bad:
-            print(f"  {b['path']}: {b['problem']}", file=sys.stderr)
-        raise UserError(f"{args.data_root}: {len(bad)} bad file{'s' if len(bad) > 1 else ''} (listed above)")
-    print("every pair is readable")
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("check-data", help="read every image and label of a data set; list the bad files",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="cityscapes, camvid, folder or synthetic")
-    p.add_argument("--data-root", required=True, metavar="DIR")
-    p.add_argument("--split", nargs="+", default=["train", "val"], metavar="S", help="splits (default: train val)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes (0: this one)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    p.set_defaults(func=cmd_check_data)
-    return p

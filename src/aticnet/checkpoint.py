@@ -12,10 +12,8 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,32 +23,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import UserError
+from .io import atomic_write, write_json
 from .models import ModelConfig, model_from_config
 
 CHECKPOINT_PATTERN = re.compile(r"step_(\d+)\.pt$")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file_path)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a saved file gets the usual mode
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class UnreadableCheckpoint(UserError):
@@ -99,13 +75,12 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> No
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"model_config": json.dumps(model.config.to_dict()), **{k: json.dumps(v) for k, v in meta.items()}}
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
-    sidecar = {"model_config": model.config.to_dict(), **meta}
-    json_path = Path(path).with_suffix(".json")
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2) + "\n"))
+    write_json(Path(path).with_suffix(".json"), {"model_config": model.config.to_dict(), **meta})
 
 
 def resolve_weights(path: str | Path) -> Path:
-    """A run directory means its ``model.safetensors`` (or ``best.safetensors``); a file is itself."""
+    """A run directory (or a saved-pretrained folder) means its ``model.safetensors`` (or ``best.safetensors``);
+    a file is itself."""
     path = Path(path)
     if path.is_dir():
         for name in ("model.safetensors", "best.safetensors"):
@@ -166,3 +141,26 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) 
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)
         raise UserError(f"{source}: weights do not fit {name}: {'; '.join(details)}")
     model.load_state_dict(tensors)
+
+
+def load_matching(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> dict[str, list[str]]:
+    """Load every tensor whose name and shape fit ``model``; the rest of the model keeps its fresh init.
+
+    Returns {"loaded", "reinitialised" (the model's tensors the file had nothing for, or another
+    shape: the classifiers of another class count), "unexpected" (the file's tensors the model
+    lacks)}. When what fits is under a tenth of the model's numbers, these are another network's
+    weights (another width, another architecture) and that is an error.
+    """
+    own = model.state_dict()
+    fits = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    share = sum(v.numel() for v in fits.values()) / max(1, sum(v.numel() for v in own.values()))
+    if share < 0.1:
+        name = getattr(getattr(model, "config", None), "name", type(model).__name__)
+        raise UserError(f"{source}: no tensor of these weights fits {name} beyond {100 * share:.1f}% of its numbers "
+                        "(another architecture or width?)")
+    model.load_state_dict(fits, strict=False)
+    return {
+        "loaded": sorted(fits),
+        "reinitialised": sorted(k for k in own if k not in fits),
+        "unexpected": sorted(k for k in tensors if k not in own),
+    }

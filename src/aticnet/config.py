@@ -1,11 +1,13 @@
 """The training config: one dataclass, read from YAML, overridden by command-line flags.
 
 Every field has the same name in the YAML file and (with dashes) on the command line:
-``crop_size: 720`` in a config is ``--crop-size 720`` on the command line.
+``crop_size: 720`` in a config is ``--crop-size 720`` on the command line. Each field's
+help text lives in its metadata and becomes the flag's ``--help``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -16,112 +18,174 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .losses import AUX_WEIGHTS
 from .models.config import ModelConfig
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with its help text (mutable defaults are copied per instance)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
     # model
-    model: str = "aticnet"  # icnet, aticnet, pspnet, icnet_s5x2, icnet_atrous
-    width: float | None = None  # channel multiplier; None = the model's default (0.5 ICNet, 1.0 PSPNet)
-    model_options: dict[str, Any] = field(default_factory=dict)  # more ModelConfig fields, e.g. rates
+    model: str = option("aticnet", "icnet, aticnet, pspnet, icnet_s5x2, icnet_atrous")
+    width: float | None = option(None, "channel multiplier; empty = the model's own (0.5 ICNet, 1.0 PSPNet)")
+    model_options: dict[str, Any] = option({}, "more ModelConfig fields, e.g. {rates: [1, 2, 3, 4]} (YAML only)")
     # data
-    dataset: str = "synthetic"  # cityscapes, camvid, folder, synthetic
-    data_root: str = "data/synthetic"  # the data set's top folder
-    train_split: str = "train"
-    val_split: str = "val"
-    crop_size: int = 720  # square training crop (the paper: 720)
-    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale before cropping
-    batch_size: int = 10  # images per step over all processes (the paper: 10, then 16)
-    workers: int = 4  # data-loading processes per training process
+    dataset: str = option("synthetic", "cityscapes, camvid, folder, synthetic")
+    data_root: str = option("data/synthetic", "the data set's top folder")
+    train_split: str = option("train", "split to train on; several joined by '+', e.g. train+val")
+    val_split: str = option("val", "split to validate on ('' for none); ignored with holdout_drive")
+    holdout_drive: str | None = option(None, "leave this drive (CamVid file prefix, Cityscapes city) out of training "
+                                             "and validate on its frames instead")
+    crop_size: int | tuple[int, int] = option(720, "training crop: one number (square) or height width")
+    scale_range: tuple[float, float] = option((0.5, 2.0), "random rescale before cropping")
+    color_jitter: tuple[float, float, float, float] | None = option(
+        None, "photometric augmentation: brightness contrast saturation hue (torchvision ColorJitter); empty = off")
+    batch_size: int = option(10, "images per step over all processes (the paper: 10, then 16)")
+    workers: int = option(4, "data-loading processes per training process")
     # optimisation (the paper's recipe by default)
-    max_steps: int = 5000  # iterations; the schedule is iteration-based
-    optimizer: str = "sgd"  # sgd (the paper) or adamw
-    lr: float = 0.001  # base learning rate
-    momentum: float = 0.9  # SGD momentum (AdamW: beta1)
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9  # lr = base * (1 - step / max_steps) ** power
-    warmup_steps: int = 0  # linear warm-up before the poly decay
-    aux_weights: tuple[float, ...] | None = None  # None = the model's (ICNet 0.4, 0.4)
-    class_weights: str = "none"  # none, or inverse_log: 1 / ln(1.02 + frequency) (ENet's weighting)
-    grad_clip: float | None = None  # clip the gradient norm to this value
-    precision: str = "32"  # 32, bf16 or 16 (16 only on CUDA)
+    max_steps: int = option(5000, "iterations; the schedule is iteration-based")
+    optimizer: str = option("sgd", "sgd (the paper) or adamw")
+    lr: float = option(0.001, "base learning rate")
+    momentum: float = option(0.9, "SGD momentum (AdamW: beta1)")
+    weight_decay: float = option(1e-4, "weight decay")
+    weight_decay_scope: str = option("weights", "weights: conv and linear weights only (Caffe, the TF port); "
+                                                "all: every parameter, BN and biases too")
+    poly_power: float = option(0.9, "lr = base * (1 - step / max_steps) ** power")
+    warmup_steps: int = option(0, "linear warm-up before the poly decay")
+    aux_weights: tuple[float, ...] | str | None = option(
+        None, f"aux loss weights, coarsest first, or a preset ({', '.join(AUX_WEIGHTS)}); empty = the model's")
+    class_weights: str = option("none", "none, or inverse_log: 1 / ln(1.02 + frequency) (ENet's weighting)")
+    loss: str = option("ce", "ce, or ohem: only the hard pixels (probability of the true class below "
+                             "ohem_threshold, at least ohem_min_kept of them)")
+    ohem_threshold: float = option(0.7, "ohem: pixels above this probability of their class are easy")
+    ohem_min_kept: int = option(10000, "ohem: at least this many pixels per output and batch")
+    ema_decay: float | None = option(None, "keep an exponential moving average of the weights with this decay, "
+                                           "validated and saved instead of the raw weights; empty = off")
+    grad_clip: float | None = option(None, "clip the gradient norm to this value")
+    precision: str = option("32", "32, bf16 or 16 (16 only on CUDA)")
     # evaluation and logging
-    eval_every: int = 1000  # steps between validation runs (0: only at the end)
-    eval_max_images: int | None = None  # evaluate on the first N val images only
-    eval_flip: bool = False  # average with the flipped image's prediction
-    save_every: int = 1000  # steps between checkpoints
-    keep_checkpoints: int = 2  # how many recent checkpoints to keep
-    log_every: int = 20  # steps between rows of metrics.jsonl
+    eval_every: int = option(1000, "steps between validation runs (0: only at the end)")
+    eval_max_images: int | None = option(None, "evaluate on the first N val images only")
+    eval_flip: bool = option(False, "average with the flipped image's prediction")
+    save_every: int = option(1000, "steps between checkpoints")
+    keep_checkpoints: int = option(2, "how many recent checkpoints to keep")
+    log_every: int = option(20, "steps between rows of metrics.jsonl")
     # run
-    out: str = "runs/train"  # the run directory
-    resume: str | None = None  # "auto" (latest in out) or a checkpoint file
-    init: str | None = None  # warm-start weights (.safetensors or a run directory)
-    seed: int = 0
-    device: str = "auto"  # auto, cpu or cuda
-    sync_bn: bool = True  # synchronised BatchNorm across processes (CUDA only)
-    strict: bool = False  # stop at an unreadable sample instead of skipping it
-    skip_nonfinite: bool = False  # skip a batch whose loss is not finite instead of stopping
+    out: str = option("runs/train", "the run directory")
+    resume: str | None = option(None, "'auto' (latest in out) or a checkpoint file")
+    init: str | None = option(None, "start from these weights (a run, .safetensors or a saved-pretrained folder); "
+                                    "tensors that do not fit (another class count) start fresh")
+    freeze_trunk: bool = option(False, "with init: train only what follows the trunk")
+    seed: int = option(0, "seed of the weights, the data order and the augmentation")
+    device: str = option("auto", "auto, cpu or cuda")
+    sync_bn: bool = option(True, "synchronised BatchNorm across processes (CUDA only)")
+    strict: bool = option(False, "stop at an unreadable sample instead of skipping it")
+    skip_nonfinite: bool = option(False, "skip a batch whose loss is not finite instead of stopping")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, list):
                 setattr(self, f.name, tuple(value))
+        self.precision = str(self.precision)
         choices = {
             "optimizer": ("sgd", "adamw"),
             "precision": ("32", "bf16", "16"),
             "device": ("auto", "cpu", "cuda"),
             "class_weights": ("none", "inverse_log"),
+            "loss": ("ce", "ohem"),
+            "weight_decay_scope": ("weights", "all"),
         }
         for name, allowed in choices.items():
             if str(getattr(self, name)) not in allowed:
                 raise UserError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        self.precision = str(self.precision)
-        for name in ("batch_size", "max_steps", "crop_size"):
+        if isinstance(self.aux_weights, str) and self.aux_weights not in AUX_WEIGHTS:
+            raise UserError(f"aux_weights: unknown preset {self.aux_weights!r}; presets are {', '.join(AUX_WEIGHTS)}")
+        for name in ("batch_size", "max_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if min(self.crop_hw) < 1:
+            raise UserError(f"crop_size must be positive, not {self.crop_size}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise UserError(f"ema_decay must be between 0 and 1, not {self.ema_decay}")
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        """The crop as (height, width)."""
+        return (self.crop_size, self.crop_size) if isinstance(self.crop_size, int) else tuple(self.crop_size)
+
+    @property
+    def resolved_aux_weights(self) -> tuple[float, ...] | None:
+        """``aux_weights`` with a preset name replaced by its values (None: the model's own)."""
+        return AUX_WEIGHTS[self.aux_weights] if isinstance(self.aux_weights, str) else self.aux_weights
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
+def field_help() -> dict[str, str]:
+    """Field name -> its help text."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
+
+
+def union_members(hint: Any) -> list[Any]:
+    """The types a field accepts besides None: ``int | tuple[int, int] | None`` -> [int, tuple[int, int]]."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return [a for a in typing.get_args(hint) if a is not type(None)]
+    return [hint]
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint``, or TypeError/ValueError."""
+    origin = typing.get_origin(hint) or hint
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(args) != len(value):
+            raise ValueError
+        return tuple(_coerce(v, a) for v, a in zip(value, args))
+    if origin is dict and isinstance(value, dict):
+        return value
+    if origin is bool and isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        raise TypeError
+    if origin is float and isinstance(value, (int, float)):
+        return float(value)
+    if origin is int and isinstance(value, int):
+        return value
+    if origin is str and isinstance(value, (str, int, float)):
+        return str(value)
+    raise TypeError
 
 
 def _check_type(name: str, value: Any, hint: Any, source: str) -> Any:
-    """Coerce YAML scalars to the field's type; a wrong type is an error naming the field."""
+    """Coerce a YAML or flag value to the field's type; a wrong type is an error naming the field."""
+    members = union_members(hint)
     if value is None:
-        if type(None) in typing.get_args(hint):
+        if len(members) < len(typing.get_args(hint)):  # None is one of the accepted types
             return None
         raise UserError(f"{source}: {name} cannot be empty")
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    base = args[0] if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
-    origin = typing.get_origin(base) or base
-    try:
-        if origin is tuple:
-            if not isinstance(value, (list, tuple)):
-                raise TypeError
-            item = typing.get_args(base)[0]
-            return tuple(item(v) for v in value)
-        if origin is dict:
-            if not isinstance(value, dict):
-                raise TypeError
-            return value
-        if origin is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if origin is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if origin is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    raise UserError(f"{source}: {name} must be {getattr(base, '__name__', base)}, not {value!r}")
+    candidates = [value]
+    if isinstance(value, (list, tuple)) and len(value) == 1:  # a flag's one word: "--crop-size 320"
+        candidates.append(value[0])
+    for candidate in candidates:
+        for member in members:
+            try:
+                return _coerce(candidate, member)
+            except (TypeError, ValueError):
+                continue
+    names = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+    raise UserError(f"{source}: {name} must be {names}, not {value!r}")
 
 
 def _check_model_options(options: dict[str, Any], source: str) -> dict[str, Any]:
@@ -135,9 +199,9 @@ def _check_model_options(options: dict[str, Any], source: str) -> dict[str, Any]
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """The defaults, updated by the YAML file at ``path``, then by ``overrides`` (flags)."""
+    """The defaults, updated by the YAML file at ``path``, then by ``overrides`` (flags; None = not given)."""
     values: dict[str, Any] = {}
-    hints = _field_types()
+    hints = typing.get_type_hints(TrainConfig)
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -164,4 +228,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    from .io import write_text
+
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -9,17 +9,18 @@ Runs in a few minutes on 2 CPU cores; nothing is downloaded.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .analyze import count_parameters, measure_latency
+from .analyze import count_parameters
 from .checkpoint import load_model
 from .config import TrainConfig
 from .data import EvalTransform, build_dataset
+from .io import write_json, write_text
+from .timing import measure_latency
 from .train import train
 from .visualize import comparison_figure, curves_figure
 
@@ -77,8 +78,8 @@ def run_demo(
     figures(out, meta)
     report = format_report(results)
     print(report)
-    (out / "report.md").write_text(report + "\n\n![curves](curves.png)\n\n![comparison](comparison.png)\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "report.md", report + "\n\n![curves](curves.png)\n\n![comparison](comparison.png)\n")
+    write_json(out / "results.json", results)
     return results
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .distributed import all_reduce_sum
+from .errors import UserError
 from .metrics import ConfusionMatrix
 
 
@@ -81,3 +83,34 @@ def evaluate(
     result = matrix.compute(class_names)
     result.update(num_images=int(count), seconds=seconds, images_per_s=int(count) / max(seconds, 1e-9))
     return result
+
+
+def evaluate_weights(
+    weights: str | Path,
+    dataset: str,
+    data_root: str | Path,
+    split: str = "val",
+    *,
+    device: str = "auto",
+    workers: int = 2,
+    max_images: int | None = None,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    precision: str = "32",
+    drives: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Scores of saved weights (a run directory or ``.safetensors``) on a labelled split, as :func:`evaluate`."""
+    from .checkpoint import load_model
+    from .data import EvalTransform, build_dataset
+    from .data.loader import eval_loader
+    from .distributed import pick_device
+
+    device_ = pick_device(device)
+    model, _ = load_model(weights, device_)
+    data = build_dataset(dataset, data_root, split, EvalTransform(mean=model.config.mean, std=model.config.std),
+                         drives=drives)
+    if data.num_classes != model.config.num_classes:
+        raise UserError(f"{weights}: the model predicts {model.config.num_classes} classes, {dataset} has {data.num_classes}")
+    loader = eval_loader(data, workers=workers, max_images=max_images)
+    return evaluate(model, loader, num_classes=data.num_classes, class_names=data.classes, device=device_, flip=flip,
+                    scales=scales, precision=precision)

@@ -1,4 +1,4 @@
-"""``aticnet export``: weights to ONNX or TorchScript, checked against PyTorch.
+"""Weights to ONNX or TorchScript (``aticnet export``), checked against PyTorch.
 
 The ONNX graph takes ``image``, float N x 3 x H x W normalised as the model expects
 (``model.config.mean/std`` on [0, 1] pixels, also in the file's metadata), and returns
@@ -25,7 +25,6 @@ and W and batch 2); the maximum absolute difference from PyTorch is printed, and
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
@@ -39,7 +38,6 @@ import torch
 from torch import Tensor, nn
 
 from .api import META_FILE, export_meta
-from .cli import parse_size
 from .errors import UserError
 
 FORMATS = ("onnx", "torchscript")
@@ -259,30 +257,3 @@ def export(
                         f"{'x'.join(map(str, worst['shape']))}, above the tolerance {tolerance:g}{note} "
                         "(file left for inspection)")
     return report
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    report = export(args.weights, args.format, args.out, size=args.size, dynamic=args.dynamic, opset=args.opset,
-                    exporter=args.exporter, tolerance=args.tolerance, verbose=args.verbose)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("export", help="export weights to ONNX or TorchScript, checked against PyTorch",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, metavar="W", help="a run directory or a .safetensors file")
-    p.add_argument("--format", default="onnx", choices=FORMATS)
-    p.add_argument("--out", required=True, metavar="FILE", help="the .onnx or TorchScript (.ts, .pt) file to write")
-    p.add_argument("--opset", type=int, default=MIN_DYNAMO_OPSET,
-                   help=f"ONNX opset (default {MIN_DYNAMO_OPSET}; below {MIN_DYNAMO_OPSET} uses the legacy exporter)")
-    p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "legacy"],
-                   help="ONNX exporter: torch.export based (dynamo) or TorchScript based (legacy); auto picks by opset")
-    p.add_argument("--dynamic", action="store_true", help="free batch, height and width (checked at two sizes)")
-    p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW traced and checked (default 1024x2048)")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="largest max-abs difference accepted (default 1e-3)")
-    p.add_argument("--verbose", action="store_true", help="show the exporter's own messages")
-    p.add_argument("--json", metavar="FILE", help="also write the export report as JSON")
-    p.set_defaults(func=cmd_export)
-    return p

@@ -19,7 +19,7 @@
   and pre-packs them for oneDNN on the CPU). The first call compiles (tens of seconds on
   2 cores); callers that time must warm up first.
 
-Inference itself should run under ``torch.inference_mode()`` (``predict_labels`` does).
+Inference itself should run under ``torch.inference_mode()``.
 """
 
 from __future__ import annotations
@@ -155,12 +155,6 @@ class LabelPredictor(nn.Module):
         return logits_of(self.model(image)).argmax(1)
 
 
-def predict_labels(model: nn.Module, image: Tensor) -> Tensor:
-    """Labels of ``model`` (plain or optimised) for ``image`` under ``inference_mode``."""
-    with torch.inference_mode():
-        return logits_of(model(image)).argmax(1)
-
-
 __all__ = [
     "DTYPES",
     "FrozenCompiled",
@@ -169,8 +163,4 @@ __all__ = [
     "fold_conv_bn",
     "logits_of",
     "optimize_for_inference",
-    "predict_labels",
 ]
-
-
-# --------------------------------------------------------------------------- training data

@@ -1,4 +1,4 @@
-"""``aticnet predict``: segment images, folders and videos with trained weights.
+"""Segmenting images, folders and videos with trained weights (``aticnet predict``).
 
 Inputs are image files, folders (searched recursively for image files) and videos
 (.mp4, .avi, .mov, .mkv; decoded and written with PyAV, ``pip install av``). Each output
@@ -22,7 +22,6 @@ batches of ``--batch-size``; a progress bar runs and the throughput is printed a
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -35,8 +34,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from .api import IMAGE_EXTENSIONS, Segmenter, group_by_size, image_size, load, read_image
+from .api import Segmenter, group_by_size
 from .errors import DataError, UserError
+from .io import IMAGE_EXTENSIONS, image_size, read_image
 
 FORMATS = ("trainid", "labelid", "color", "overlay", "cityscapes")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
@@ -210,7 +210,7 @@ def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray
         yield batch
 
 
-# ----------------------------------------------------------------------------- the command
+# ----------------------------------------------------------------------------- images and videos to files
 def predict_files(
     segmenter: Segmenter,
     inputs: Sequence[str | Path],
@@ -259,7 +259,7 @@ def predict_files(
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending: list[Future] = []
         batches = group_by_size(sizes, batch_size)
-        read = lambda idx: [read_image(image_jobs[i][0].source) for i in idx]  # noqa: E731
+        read = lambda idx: [read_image(image_jobs[i][0].source).permute(1, 2, 0).numpy() for i in idx]  # noqa: E731
         next_read = pool.submit(read, batches[0]) if batches else None
         for b, idx in enumerate(batches):
             pixels = next_read.result()
@@ -312,26 +312,3 @@ def _predict_video(segmenter: Segmenter, source: Path, target: Path, fmt: str, r
     if count == 0:
         raise DataError(source, "the video has no frames")
     return count
-
-
-def cmd_predict(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, not {args.batch_size}")
-    segmenter = load(args.weights, args.device)
-    predict_files(segmenter, args.inputs, args.out, fmt=args.format, batch_size=args.batch_size, alpha=args.alpha,
-                  progress=not args.quiet)
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("predict", help="segment images, folders and videos with trained weights",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or videos")
-    p.add_argument("--weights", required=True, metavar="W", help="a run directory, .safetensors, .onnx or TorchScript file")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--format", default="color", choices=FORMATS, help="what to write (default color)")
-    p.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass (default 4)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_predict)
-    return p

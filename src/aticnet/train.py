@@ -1,7 +1,9 @@
-"""Training: the paper's recipe (SGD, poly LR, cascade loss), iteration-based, resumable.
+"""Training: the paper's recipe (SGD, poly LR, cascade loss), iteration-based, exactly resumable.
 
-Read top to bottom: ``train`` sets up data, model, optimiser and run directory, then
-loops ``train_step`` until ``max_steps``, evaluating and checkpointing on the way.
+``train`` reads top to bottom: the run (process group, data, run directory), the model and
+loss, the :class:`TrainState` (everything a resume restores), then ``train_step`` until
+``max_steps``, with a metrics row every ``log_every`` steps, :func:`validate_and_keep_best`
+every ``eval_every`` and a checkpoint every ``save_every``.
 """
 
 from __future__ import annotations
@@ -9,25 +11,26 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LinearLR, PolynomialLR, SequentialLR
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .checkpoint import UnreadableCheckpoint, list_checkpoints, load_checkpoint, load_state, read_weights, save_checkpoint, save_weights
+from .checkpoint import UnreadableCheckpoint, list_checkpoints, load_checkpoint, load_state, save_checkpoint, save_weights
 from .config import TrainConfig, save_config
-from .data import EvalTransform, TrainTransform, build_dataset
-from .data.loader import eval_loader, handle_unreadable, train_loader
-from .distributed import all_reduce_sum, init_distributed, pick_device
-from .errors import DataError, UserError
+from .data import SegmentationDataset
+from .data.loader import TrainStream, eval_loader, train_loader
+from .distributed import DistInfo, all_reduce_sum, init_distributed, pick_device
+from .errors import UserError
 from .evaluate import autocast, evaluate
 from .faults import StopSignals, all_agree, try_save
 from .losses import CascadeLoss
-from .models import model_config, model_from_config
+from .recipe import build_datasets, build_loss, build_network, build_optimizer, build_scheduler
 from .runlog import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -37,38 +40,87 @@ class TrainingStopped(UserError):
     """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, betas=(config.momentum, 0.999), weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+@dataclass
+class Run:
+    """The fixed parts of one training run."""
+
+    config: TrainConfig
+    device: torch.device
+    dist: DistInfo
+    dir: Path
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset | None
+    meta: dict[str, Any]  # what the saved weights carry besides the model config: classes, colours, data set
+    metrics: MetricsLog | None = None  # the main process writes metrics.jsonl
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """Poly decay to 0 at ``max_steps`` (power 0.9), after an optional linear warm-up."""
-    decay_steps = max(1, config.max_steps - config.warmup_steps)
-    poly = PolynomialLR(optimizer, total_iters=decay_steps, power=config.poly_power)
-    if config.warmup_steps <= 0:
-        return poly
-    warmup = LinearLR(optimizer, start_factor=1e-3, total_iters=config.warmup_steps)
-    return SequentialLR(optimizer, [warmup, poly], milestones=[config.warmup_steps])
+def start_run(config: TrainConfig) -> tuple[Run, Any]:
+    """Join the process group, build the data sets; returns the run and the model config."""
+    device = pick_device(config.device)
+    dist = init_distributed(device.type)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    if config.batch_size % dist.world_size:
+        raise UserError(f"batch_size {config.batch_size} must be a multiple of the {dist.world_size} processes")
+    if config.precision == "16" and device.type != "cuda":
+        raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
+    torch.manual_seed(config.seed)
+    train_set, val_set, mcfg = build_datasets(config)
+    meta = {"classes": list(train_set.classes), "colors": [list(c) for c in train_set.colors], "dataset": config.dataset}
+    return Run(config, device, dist, Path(config.out), train_set, val_set, meta), mcfg
 
 
-def class_weights_for(dataset, num_classes: int, strict: bool = False) -> torch.Tensor:
-    """ENet's weighting, 1 / ln(1.02 + p_c), from the training labels' class frequencies."""
-    counts = torch.zeros(num_classes, dtype=torch.float64)
-    for i in range(len(dataset)):
-        try:
-            _, label = dataset.read(i)
-        except DataError as e:
-            handle_unreadable([e], strict)
-            continue
-        counts += torch.bincount(label[label != 255].long().flatten(), minlength=num_classes)[:num_classes]
-    freq = counts / counts.sum().clamp(min=1)
-    return (1.0 / torch.log(1.02 + freq)).float()
+class TrainState:
+    """Everything that changes as training runs, saved and restored as one object: an exact resume."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        self.model = model
+        self.optimizer = build_optimizer(model, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.scaler = torch.amp.GradScaler(next(model.parameters()).device.type, enabled=config.precision == "16")
+        self.ema = None
+        if config.ema_decay:
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+        self.step, self.best_miou = 0, -1.0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights to validate and save: the moving average when one is kept."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "best_miou": self.best_miou,
+            "rng_cpu": torch.get_rng_state(),
+            "model_config": self.model.config.to_dict(),
+        }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if torch.cuda.is_available() and next(self.model.parameters()).is_cuda:
+            state["rng_cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+        load_state(self.model, state["model"], source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise UserError(f"{source}: this checkpoint has no moving average; resume without --ema-decay")
+            self.ema.load_state_dict(state["ema"])
+        self.step, self.best_miou = int(state["step"]), float(state["best_miou"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng_cuda"])
 
 
-def load_resume_state(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
+def resume_checkpoint(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint to resume from and its contents, or None when not resuming.
 
     With ``--resume`` alone (the run directory's latest), a damaged newest checkpoint is
@@ -90,216 +142,180 @@ def load_resume_state(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None
     raise UserError(f"{config.out}: --resume: none of the {len(found)} checkpoints is readable")
 
 
-def train_step(model, criterion, optimizer, scheduler, scaler, images, labels, config, device) -> dict[str, Any]:
-    """One optimisation step; returns the loss parts (tensors) and whether it was applied."""
-    with autocast(device, config.precision):
-        outputs = model(images)
+def train_step(net: nn.Module, criterion: CascadeLoss, state: TrainState, images, labels, config: TrainConfig) -> dict:
+    """One optimisation step on N x 3 x H x W images and N x H x W labels.
+
+    Returns the loss, its parts (detached tensors) and whether it was finite (a non-finite
+    loss leaves the weights alone, on every process).
+    """
+    net.train()
+    with autocast(images.device, config.precision):
+        outputs = net(images)
     loss, parts = criterion(outputs, labels)
-    finite = all_agree(bool(torch.isfinite(loss)), loss.device)  # every rank skips, or none
-    optimizer.zero_grad(set_to_none=True)
+    finite = all_agree(bool(torch.isfinite(loss)), loss.device)
+    state.optimizer.zero_grad(set_to_none=True)
     if finite:
-        scaler.scale(loss).backward()
+        state.scaler.scale(loss).backward()
         if config.grad_clip:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-    scheduler.step()
+            state.scaler.unscale_(state.optimizer)
+            nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
+    state.scheduler.step()
     return {"loss": loss.detach(), "parts": parts, "finite": finite}
 
 
-def build_data_and_model_config(config: TrainConfig):
-    """(train set, val set or None, model config): the model's normalisation decides the transforms."""
-    train_set = build_dataset(config.dataset, config.data_root, config.train_split)
-    overrides = dict(config.model_options)
-    if config.width is not None:
-        overrides["width"] = config.width
-    if config.aux_weights is not None:
-        overrides["aux_weights"] = tuple(config.aux_weights)
-    try:
-        mcfg = model_config(config.model, num_classes=train_set.num_classes, **overrides)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"model {config.model!r}: {e}") from None
-    train_set.transform = TrainTransform(config.crop_size, scale_range=config.scale_range, mean=mcfg.mean, std=mcfg.std)
-    val_set = None
-    if config.val_split:
-        transform = EvalTransform(mean=mcfg.mean, std=mcfg.std)
-        val_set = build_dataset(config.dataset, config.data_root, config.val_split, transform=transform)
-    return train_set, val_set, mcfg
+class LogWindow:
+    """The training row of metrics.jsonl: loss, throughput and skips over the steps since the last row."""
+
+    def __init__(self) -> None:
+        self.loss, self.steps, self.nonfinite, self.images = 0.0, 0, 0, 0
+        self.start = time.perf_counter()
+
+    def add(self, result: dict[str, Any], images: int) -> None:
+        self.loss += float(result["loss"]) if result["finite"] else 0.0
+        self.steps += int(result["finite"])
+        self.nonfinite += int(not result["finite"])
+        self.images += images
+
+    def row(self, step: int, lr: float, parts: dict[str, torch.Tensor], skipped: int) -> dict[str, Any]:
+        """The row, summed over every process (call on all of them)."""
+        sums = all_reduce_sum(torch.tensor([self.loss, self.steps, skipped, self.images], dtype=torch.float64))
+        return {
+            "kind": "train",
+            "step": step,
+            "loss": float(sums[0] / sums[1]) if sums[1] else math.nan,  # every step of the row skipped: null
+            "lr": lr,
+            "images_per_s": float(sums[3]) / max(time.perf_counter() - self.start, 1e-9),
+            "skipped": int(sums[2]),
+            "nonfinite": self.nonfinite,
+            **{f"loss_{k}": float(v) for k, v in parts.items()},
+        }
 
 
-def restore(path: Path, state: dict[str, Any], model, optimizer, scheduler, scaler, device: torch.device) -> tuple[int, float]:
-    """Load a training checkpoint's ``state`` into the live objects; returns (step, best mIoU so far)."""
-    load_state(model, state["model"], str(path))
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng_cpu"])
-    if device.type == "cuda" and "rng_cuda" in state:
-        torch.cuda.set_rng_state(state["rng_cuda"])
-    log.info("resumed from %s at step %d", path, int(state["step"]))
-    return int(state["step"]), float(state["best_miou"])
+def validate_and_keep_best(run: Run, state: TrainState) -> dict[str, Any] | None:
+    """Score the model (its moving average when kept) on the val set, on every process; the main process
+    logs the scores and, on a new best mIoU, saves ``best.safetensors``."""
+    if run.val_set is None:
+        return None
+    config = run.config
+    loader = eval_loader(run.val_set, rank=run.dist.rank, world_size=run.dist.world_size, workers=min(config.workers, 2),
+                         max_images=config.eval_max_images, strict=config.strict)
+    model = state.eval_model
+    scores = evaluate(model, loader, num_classes=model.config.num_classes, class_names=run.val_set.classes,
+                      device=run.device, flip=config.eval_flip, precision=config.precision, progress=False)
+    skipped = int(all_reduce_sum(torch.tensor([loader.skipped], dtype=torch.int64, device=run.device))[0])
+    if run.metrics is not None:
+        keys = ("miou", "pixel_accuracy", "mean_accuracy", "seconds", "per_class_iou")
+        run.metrics.write({"kind": "eval", "step": state.step, **{k: scores[k] for k in keys}, "skipped": skipped})
+        if scores["miou"] is not None and scores["miou"] > state.best_miou:
+            state.best_miou = scores["miou"]
+            meta = {**run.meta, "step": state.step, "miou": state.best_miou}
+            try_save(lambda: save_weights(model, run.dir / "best.safetensors", meta), "best.safetensors")
+    return scores
+
+
+def save_training_checkpoint(run: Run, state: TrainState) -> None:
+    if run.dist.is_main:
+        state_dict = {**state.state_dict(), "config": run.config.to_dict()}
+        try_save(lambda: save_checkpoint(state_dict, run.dir, state.step, keep=run.config.keep_checkpoints),
+                 f"the checkpoint of step {state.step}")
+
+
+def stop_on_nonfinite(result: dict[str, Any], run: Run, state: TrainState) -> None:
+    if result["finite"] or run.config.skip_nonfinite:
+        return
+    found = list_checkpoints(run.dir)
+    raise TrainingStopped(
+        f"loss is {result['loss'].item()} at step {state.step + 1}; stopped. "
+        + (f"The last good checkpoint is {found[-1]}" if found else "No checkpoint was saved yet")
+        + " (lower --lr, set --grad-clip, or pass --skip-nonfinite to skip such batches)"
+    )
+
+
+def due(step: int, every: int) -> bool:
+    return bool(every) and step % every == 0
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train as ``config`` says; returns a summary (final and best val scores, steps, time)."""
-    device = pick_device(config.device)
-    dist = init_distributed(device.type)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-    if config.batch_size % dist.world_size:
-        raise UserError(f"batch_size {config.batch_size} must be a multiple of the {dist.world_size} processes")
-    if config.precision == "16" and device.type != "cuda":
-        raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
-    run_dir = Path(config.out)
-    torch.manual_seed(config.seed)
-
-    train_set, val_set, mcfg = build_data_and_model_config(config)
-
-    model = model_from_config(mcfg)
-    if config.init:
-        tensors, _ = read_weights(config.init)
-        load_state(model, tensors, str(config.init))
-    model.to(device)
-    if dist.enabled and device.type == "cuda" and config.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist.enabled else model
-
-    weights = class_weights_for(train_set, mcfg.num_classes, config.strict).to(device) if config.class_weights == "inverse_log" else None
-    criterion = CascadeLoss(model.aux_keys, mcfg.aux_weights, class_weights=weights).to(device)
-    optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "16")
-
-    step, best_miou = 0, -1.0
-    resume = load_resume_state(config)
+    run, mcfg = start_run(config)
+    model = build_network(mcfg, config).to(run.device)
+    net = model
+    if run.dist.enabled:
+        if run.device.type == "cuda" and config.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = DistributedDataParallel(net, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    criterion = build_loss(model, config, run.train_set).to(run.device)
+    state = TrainState(model, config)
+    resume = resume_checkpoint(config)
     if resume is not None:
-        step, best_miou = restore(*resume, model, optimizer, scheduler, scaler, device)
-
-    meta = {"classes": list(train_set.classes), "colors": [list(c) for c in train_set.colors], "dataset": config.dataset}
-    metrics = MetricsLog(run_dir, resume_step=step if resume is not None else None, tensorboard=dist.is_main) if dist.is_main else None
-    if dist.is_main:
-        save_config(config, run_dir / "config.yaml")
-
-    def checkpoint() -> None:
-        if not dist.is_main:
-            return
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "step": step,
-            "best_miou": best_miou,
-            "rng_cpu": torch.get_rng_state(),
-            "model_config": mcfg.to_dict(),
-            "config": config.to_dict(),
-        }
-        if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state()
-        try_save(lambda: save_checkpoint(state, run_dir, step, keep=config.keep_checkpoints), f"the checkpoint of step {step}")
-
-    def validate() -> dict[str, Any] | None:
-        nonlocal best_miou
-        if val_set is None:
-            return None
-        loader = eval_loader(val_set, rank=dist.rank, world_size=dist.world_size, workers=min(config.workers, 2), max_images=config.eval_max_images, strict=config.strict)
-        scores = evaluate(model, loader, num_classes=mcfg.num_classes, class_names=val_set.classes, device=device, flip=config.eval_flip, precision=config.precision, progress=False)
-        skipped = int(all_reduce_sum(torch.tensor([loader.skipped], dtype=torch.int64, device=device))[0])  # every rank's share
-        if dist.is_main:
-            metrics.write({"kind": "eval", "step": step, "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"], "mean_accuracy": scores["mean_accuracy"], "seconds": scores["seconds"], "skipped": skipped, "per_class_iou": scores["per_class_iou"]})
-            if scores["miou"] is not None and scores["miou"] > best_miou:
-                best_miou = scores["miou"]
-                try_save(lambda: save_weights(model, run_dir / "best.safetensors", {**meta, "step": step, "miou": best_miou}), "best.safetensors")
-        return scores
-
-    loader = train_loader(train_set, config.batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size, start_step=step, workers=config.workers)
-    batches = iter(loader)
-    bar = tqdm(total=config.max_steps, initial=step, disable=not dist.is_main, unit="step", dynamic_ncols=True)
-    new_window = lambda: {"loss": 0.0, "n": 0, "images": 0, "skipped": 0, "nonfinite": 0, "start": time.perf_counter()}  # noqa: E731
-    window, empty_in_a_row = new_window(), 0
-    per_rank = config.batch_size // dist.world_size
-    scores = None
-    start_time = time.perf_counter()
+        state.load_state_dict(resume[1], str(resume[0]))
+        log.info("resumed from %s at step %d", resume[0], state.step)
+    if run.dist.is_main:
+        run.metrics = MetricsLog(run.dir, resume_step=state.step if resume else None)
+        save_config(config, run.dir / "config.yaml")
+    loader = train_loader(run.train_set, config.batch_size, seed=config.seed, rank=run.dist.rank,
+                          world_size=run.dist.world_size, start_step=state.step, workers=config.workers)
+    stream = TrainStream(loader, strict=config.strict, epoch_steps=-(-len(run.train_set) // config.batch_size),
+                         device=run.device, where=config.data_root)
+    window, start = LogWindow(), time.perf_counter()
+    bar = tqdm(total=config.max_steps, initial=state.step, disable=not run.dist.is_main, unit="step", dynamic_ncols=True)
     with StopSignals() as stop, bar:
-        while step < config.max_steps and stop.requested is None:
-            try:
-                images, labels, errors = next(batches)
-            except RuntimeError:
-                if stop.requested is None:
-                    raise
-                break  # the signal went to the whole process group and ended the loader's workers too
-            window["skipped"] += handle_unreadable(errors, config.strict)
-            if not all_agree(images.shape[0] > 0, device):  # every sample of a batch unreadable (on some rank)
-                empty_in_a_row += 1
-                if empty_in_a_row >= 2 * len(train_set):  # two epochs: no sample at all is readable
-                    raise UserError(f"{config.data_root}: {empty_in_a_row} batches in a row had no readable sample "
-                                    "(see the warnings above; aticnet check-data lists every bad file)")
+        while state.step < config.max_steps and stop.requested is None:
+            batch = stream.next(lambda: stop.requested is not None)
+            if batch is None:
                 continue
-            empty_in_a_row = 0
-            if images.shape[0] < min(2, per_rank):  # one sample left: BatchNorm needs two (PSPNet's 1x1 bin)
-                images, labels = images.repeat(2, 1, 1, 1), labels.repeat(2, 1, 1)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            model.train()
-            result = train_step(net, criterion, optimizer, scheduler, scaler, images, labels, config, device)
-            if not result["finite"] and not config.skip_nonfinite:
-                found = list_checkpoints(run_dir)
-                raise TrainingStopped(
-                    f"loss is {result['loss'].item()} at step {step + 1}; stopped. "
-                    + (f"The last good checkpoint is {found[-1]}" if found else "No checkpoint was saved yet")
-                    + " (lower --lr, set --grad-clip, or pass --skip-nonfinite to skip such batches)"
-                )
-            step += 1
-            window["loss"] += float(result["loss"]) if result["finite"] else 0.0
-            window["n"] += int(result["finite"])
-            window["nonfinite"] += int(not result["finite"])
-            window["images"] += images.shape[0] * dist.world_size
+            result = train_step(net, criterion, state, *batch, config)
+            stop_on_nonfinite(result, run, state)
+            state.step += 1
+            window.add(result, batch[0].shape[0] * run.dist.world_size)
             bar.update(1)
-            if step % config.log_every == 0 or step == config.max_steps:
-                elapsed = time.perf_counter() - window["start"]
-                loss = torch.tensor([window["loss"], window["n"], window["skipped"]], dtype=torch.float64)
-                all_reduce_sum(loss)  # sums over processes
-                row = {
-                    "kind": "train",
-                    "step": step,
-                    "loss": float(loss[0] / loss[1]) if loss[1] else math.nan,  # every step of the row skipped: null in the file
-                    "lr": scheduler.get_last_lr()[0],
-                    "images_per_s": window["images"] / max(elapsed, 1e-9),
-                    "skipped": int(loss[2]),
-                    "nonfinite": window["nonfinite"],
-                    **{f"loss_{k}": float(v) for k, v in result["parts"].items()},
-                }
-                if dist.is_main:
-                    metrics.write(row)
+            if due(state.step, config.log_every) or state.step == config.max_steps:
+                row = window.row(state.step, state.scheduler.get_last_lr()[0], result["parts"], stream.skipped)
+                window, stream.skipped = LogWindow(), 0
+                if run.metrics is not None:
+                    run.metrics.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", img_s=f"{row['images_per_s']:.1f}")
-                window = new_window()
-            if config.eval_every and step % config.eval_every == 0 and step < config.max_steps:
-                scores = validate()
-            if config.save_every and step % config.save_every == 0:
-                checkpoint()
+            if due(state.step, config.eval_every) and state.step < config.max_steps:
+                validate_and_keep_best(run, state)
+            if due(state.step, config.save_every):
+                save_training_checkpoint(run, state)
     if stop.requested is not None:
-        checkpoint()
-        if metrics:
-            metrics.close()
-        log.warning("stopped by %s at step %d; checkpoint in %s; continue with: aticnet train --out %s --resume",
-                    stop.requested, step, run_dir / "checkpoints", run_dir)
-        return {"stopped": stop.requested, "step": step, "run_dir": str(run_dir)}
-    if not config.save_every or step % config.save_every:
-        checkpoint()  # before the final evaluation, which a Ctrl-C may cut short
-    scores = validate()
-    if dist.is_main:
-        final_meta = {**meta, "step": step, "miou": scores["miou"] if scores else None}
+        return stopped(run, state, stop.requested)
+    return finish(run, state, time.perf_counter() - start)
+
+
+def stopped(run: Run, state: TrainState, signal_name: str) -> dict[str, Any]:
+    """A stop signal: checkpoint where we are, and say how to go on."""
+    save_training_checkpoint(run, state)
+    if run.metrics is not None:
+        run.metrics.close()
+    log.warning("stopped by %s at step %d; checkpoint in %s; continue with: aticnet train --out %s --resume",
+                signal_name, state.step, run.dir / "checkpoints", run.dir)
+    return {"stopped": signal_name, "step": state.step, "run_dir": str(run.dir)}
+
+
+def finish(run: Run, state: TrainState, seconds: float) -> dict[str, Any]:
+    """The last checkpoint, the final validation and ``model.safetensors``; returns the run's summary."""
+    if not due(state.step, run.config.save_every):
+        save_training_checkpoint(run, state)  # before the final evaluation, which a Ctrl-C may cut short
+    scores = validate_and_keep_best(run, state)
+    if run.metrics is not None:
+        meta = {**run.meta, "step": state.step, "miou": scores["miou"] if scores else None}
         try:
-            save_weights(model, run_dir / "model.safetensors", final_meta)
+            save_weights(state.eval_model, run.dir / "model.safetensors", meta)
         except OSError as e:
-            raise UserError(f"{run_dir / 'model.safetensors'}: could not save ({e}); the last checkpoint is in "
-                            f"{run_dir / 'checkpoints'}") from None
-        metrics.close()
+            raise UserError(f"{run.dir / 'model.safetensors'}: could not save ({e}); the last checkpoint is in "
+                            f"{run.dir / 'checkpoints'}") from None
+        run.metrics.close()
     return {
-        "run_dir": str(run_dir),
-        "step": step,
-        "seconds": time.perf_counter() - start_time,
+        "run_dir": str(run.dir),
+        "step": state.step,
+        "seconds": seconds,
         "scores": scores,
-        "best_miou": best_miou if best_miou >= 0 else None,
-        "model_config": mcfg.to_dict(),
+        "best_miou": state.best_miou if state.best_miou >= 0 else None,
+        "model_config": state.model.config.to_dict(),
     }

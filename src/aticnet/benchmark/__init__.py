@@ -32,21 +32,12 @@ Every pass runs under ``torch.inference_mode()``, the plain variant included.
 
 from __future__ import annotations
 
-from .cli import add_parser, main
+from ..timing import Entry, quantile, run_interleaved
 from .inference import benchmark_inference, format_inference
-from .timing import (
-    DEFAULT_MODELS,
-    PEERS,
-    Entry,
-    Variant,
-    build_benchmark_model,
-    parse_variant,
-    quantile,
-    run_interleaved,
-)
+from .models import DEFAULT_MODELS, PEERS, Variant, build_benchmark_model, parse_variant
 from .training import benchmark_training, format_training
 
 __all__ = [
-    "DEFAULT_MODELS", "PEERS", "Entry", "Variant", "add_parser", "benchmark_inference", "benchmark_training",
-    "build_benchmark_model", "format_inference", "format_training", "main", "parse_variant", "quantile", "run_interleaved",
+    "DEFAULT_MODELS", "PEERS", "Entry", "Variant", "benchmark_inference", "benchmark_training",
+    "build_benchmark_model", "format_inference", "format_training", "parse_variant", "quantile", "run_interleaved",
 ]

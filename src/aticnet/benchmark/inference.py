@@ -9,26 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..analyze import count_flops
 from ..errors import UserError
-from .timing import (
-    DEFAULT_MODELS,
-    FLOPS_NOTE,
-    TIMED_REGION,
-    Entry,
-    Variant,
-    build_benchmark_model,
-    count_model_flops,
-    cpu_peak_memory,
-    cuda_peak_memory,
-    load_average,
-    machine_info,
-    matmul_gflops,
-    model_width,
-    prepare,
-    quantile,
-    run_interleaved,
-    time_pass,
-)
+from ..timing import Entry, matmul_gflops, quantile, run_interleaved, time_pass
+from .machine import cpu_peak_memory, cuda_peak_memory, load_average, machine_info
+from .models import DEFAULT_MODELS, FLOPS_NOTE, TIMED_REGION, Variant, build_benchmark_model, prepare
 
 
 def benchmark_inference(
@@ -88,10 +73,10 @@ def benchmark_inference(
     info: dict[str, dict[str, Any]] = {}
     for name in models:
         model = build_benchmark_model(name, width=width, num_classes=num_classes)
-        flops = count_model_flops(model, size, batch)
+        flops = count_flops(model, size, batch)
         base = {
             "model": name,
-            "width": model_width(name, model),
+            "width": getattr(getattr(model, "config", None), "width", None),
             "params": sum(p.numel() for p in model.parameters()),
             "gflops": flops / 1e9,
         }
@@ -172,8 +157,3 @@ def format_inference(result: dict[str, Any]) -> str:
         )
     lines.append(f"load average: start {result['load_avg_start']}, end {result['load_avg_end']}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- training throughput
-
-

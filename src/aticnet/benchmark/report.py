@@ -128,6 +128,29 @@ def _rows(r: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(row["model"], row["variant"]): row for row in r["models"].values()}
 
 
+def _pairs(reports: Sequence[dict[str, Any]], first: str, second: str):
+    """(report, variant, first's row, second's row) for each variant a report measured both models in."""
+    for r in reports:
+        rows = _rows(r)
+        for (model, variant), row in rows.items():
+            other = rows.get((second, variant))
+            if model == first and other:
+                yield r, variant, row, other
+
+
+def _aticnet_vs_icnet(icnet: dict[str, Any], at: dict[str, Any]) -> str:
+    ratio = at["latency_ms"] / icnet["latency_ms"]
+    verdict = "**met**" if ratio <= 1.25 else f"**not met**: {ratio - 1.25:.2f} over"
+    return (f"AtICNet {at['latency_ms']:.0f} ms / ICNet {icnet['latency_ms']:.0f} ms = {ratio:.2f}x; {verdict} "
+            f"(FLOPs ratio {at['gflops'] / icnet['gflops']:.2f}x)")
+
+
+def _ours_vs_lraspp(row: dict[str, Any], peer: dict[str, Any]) -> str:
+    ratio = peer["latency_ms"] / row["latency_ms"]
+    verdict = "**met**" if ratio > 1 else f"**not met**: {1 / ratio:.2f}x slower"
+    return f"{row['latency_ms']:.0f} ms vs LRASPP {peer['latency_ms']:.0f} ms (LRASPP / ours = {ratio:.2f}); {verdict}"
+
+
 def targets(reports: Sequence[dict[str, Any]]) -> list[str]:
     """Each issue-5 target: met, or the measured distance to it, from every report that can judge it."""
     out: list[str] = []
@@ -136,19 +159,8 @@ def targets(reports: Sequence[dict[str, Any]]) -> list[str]:
     def half_width(row: dict[str, Any]) -> bool:
         return row.get("width") == 0.5
 
-    lines = []
-    for r in full:
-        rows = _rows(r)
-        for (model, variant), row in rows.items():
-            at = rows.get(("aticnet", variant))
-            if model == "icnet" and at and half_width(row) and half_width(at):
-                ratio = at["latency_ms"] / row["latency_ms"]
-                verdict = "**met**" if ratio <= 1.25 else f"**not met**: {ratio - 1.25:.2f} over"
-                lines.append(
-                    f"  - {r['device']}, {variant}: AtICNet {at['latency_ms']:.0f} ms / ICNet "
-                    f"{row['latency_ms']:.0f} ms = {ratio:.2f}x; {verdict} (FLOPs ratio "
-                    f"{at['gflops'] / row['gflops']:.2f}x)"
-                )
+    lines = [f"  - {r['device']}, {variant}: {_aticnet_vs_icnet(icnet, at)}"
+             for r, variant, icnet, at in _pairs(full, "icnet", "aticnet") if half_width(icnet) and half_width(at)]
     out.append("- **AtICNet latency <= 1.25 x ICNet at 1024x2048, width 0.5**")
     out += lines or ["  - no report at 1024x2048 with both models at width 0.5"]
 
@@ -174,21 +186,8 @@ def targets(reports: Sequence[dict[str, Any]]) -> list[str]:
     )
     out += lines or ["  - no CPU report of ICNet-0.5 at 1024x2048"]
 
-    lines = []
-    for r in full:
-        rows = _rows(r)
-        for (model, variant), peer in rows.items():
-            if model != "lraspp_mobilenet_v3":
-                continue
-            for ours in ("icnet", "aticnet"):
-                row = rows.get((ours, variant))
-                if row:
-                    ratio = peer["latency_ms"] / row["latency_ms"]
-                    verdict = "**met**" if ratio > 1 else f"**not met**: {1 / ratio:.2f}x slower"
-                    lines.append(
-                        f"  - {r['device']}, {variant}: {ours} {row['latency_ms']:.0f} ms vs LRASPP "
-                        f"{peer['latency_ms']:.0f} ms (LRASPP / ours = {ratio:.2f}); {verdict}"
-                    )
+    lines = [f"  - {r['device']}, {variant}: {ours} {_ours_vs_lraspp(row, peer)}"
+             for ours in ("icnet", "aticnet") for r, variant, peer, row in _pairs(full, "lraspp_mobilenet_v3", ours)]
     out.append("- **ICNet and AtICNet faster than LRASPP-MobileNetV3 at the same size and threads**")
     out += lines or ["  - no report at 1024x2048 with LRASPP beside ICNet/AtICNet"]
 

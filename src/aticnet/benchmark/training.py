@@ -15,7 +15,9 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .timing import DEFAULT_TRAIN_MODELS, build_benchmark_model, load_average, machine_info, synchronize
+from ..timing import synchronize
+from .machine import load_average, machine_info
+from .models import DEFAULT_TRAIN_MODELS, build_benchmark_model
 
 
 def synthetic_root_for(size: tuple[int, int], count: int, root: Path) -> Path:
@@ -51,16 +53,12 @@ def time_train_steps(
     """Training-step throughput on random data (or on ``batches()`` when given: end to end)."""
     from ..config import TrainConfig
     from ..losses import CascadeLoss
-    from ..train import build_optimizer, build_scheduler, train_step
+    from ..train import TrainState, train_step
 
     model = build_benchmark_model(name, width=width, num_classes=num_classes).to(device).train()
     config = TrainConfig(model=name, crop_size=crop, batch_size=batch, max_steps=10**6, precision=precision)
-    aux_keys = getattr(model, "aux_keys", ())
-    aux_weights = model.config.aux_weights if hasattr(model, "config") else ()
-    criterion = CascadeLoss(aux_keys, aux_weights).to(device)
-    optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(optimizer, config)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
+    criterion = CascadeLoss(model.aux_keys, model.config.aux_weights).to(device)
+    state = TrainState(model, config)
     gen = torch.Generator().manual_seed(0)
 
     def random_batch() -> tuple[Tensor, Tensor]:
@@ -75,7 +73,7 @@ def time_train_steps(
         start = time.perf_counter()
         images, labels = source()
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        train_step(model, criterion, optimizer, scheduler, scaler, images, labels, config, device)
+        train_step(model, criterion, state, images, labels, config)
         synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
@@ -101,7 +99,7 @@ def time_pipeline(dataset, *, batch: int, workers: int, batches: int) -> dict[st
     """
     from ..data.loader import train_loader
 
-    loader = train_loader(dataset, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers, strict=False)
+    loader = train_loader(dataset, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers)
     it = iter(loader)
     next(it)
     start = time.perf_counter()
@@ -200,7 +198,7 @@ def benchmark_training(
                 from ..data.loader import train_loader
 
                 loader = train_loader(
-                    train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers, strict=False
+                    train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers
                 )
                 from_loader = batches_of(loader)
                 log(f"  {name} end to end (loader + step)")
@@ -234,8 +232,3 @@ def format_training(result: dict[str, Any]) -> str:
         f"bound by: {result['bound']}; load average: start {result['load_avg_start']}, end {result['load_avg_end']}"
     )
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- command line
-
-

@@ -7,6 +7,7 @@ raise ``aticnet.errors.DataError`` naming the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
@@ -25,11 +26,13 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
 }
 
 
-def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None) -> SegmentationDataset:
-    """The data set ``name`` (a key of ``DATASETS``) at ``root``, split ``split``."""
+def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None,
+                  **selection: Sequence[str] | None) -> SegmentationDataset:
+    """The data set ``name`` (a key of ``DATASETS``) at ``root``: split ``split`` (several joined by '+').
+    ``selection``: ``drives`` and ``exclude_drives`` as :class:`SegmentationDataset` takes them."""
     if name not in DATASETS:
         raise UserError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name](root, split, transform=transform)
+    return DATASETS[name](root, split, transform=transform, **selection)
 
 
 __all__ = [

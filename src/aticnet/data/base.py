@@ -11,7 +11,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +43,11 @@ def make_lut(
     for raw, train_id in (mapping or {}).items():
         lut[raw] = train_id
     return lut
+
+
+def drive_of(image: Path) -> str:
+    """The drive (recording) a frame comes from: its file name up to the first '_'."""
+    return image.name.split("_", 1)[0]
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -83,11 +89,17 @@ def pair_up(
 
 
 class SegmentationDataset(Dataset, abc.ABC):
-    """(image, label) pairs of one split.
+    """(image, label) pairs of one split, or of several joined by '+' (``"train+val"``).
 
     ``read(i)`` gives the decoded pair: a uint8 3xHxW RGB image and a uint8 HxW label of
     train ids 0..K-1 or 255 (ignored). ``dataset[i]`` passes it through ``transform``.
-    Subclasses set ``classes``, ``colors``, ``label_lut`` and implement ``find_samples``.
+    Subclasses set ``classes``, ``colors``, ``label_lut``, where a split's files are
+    (``image_folder``, ``label_folder``) and how an image and its label pair up (``keyed_files``).
+
+    ``drives`` keeps only the frames of those drives, ``exclude_drives`` leaves them out. A
+    drive is the recording a frame comes from: its file name up to the first '_' (CamVid's
+    sequence, such as 0016E5; Cityscapes' city). Frames of one drive are near-copies of
+    each other, so an honest held-out set holds whole drives.
     """
 
     ignore_index = IGNORE
@@ -95,40 +107,80 @@ class SegmentationDataset(Dataset, abc.ABC):
     colors: list[tuple[int, int, int]]
     label_lut: torch.Tensor
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transform: Transform | None = None,
+        *,
+        drives: Sequence[str] | None = None,
+        exclude_drives: Sequence[str] = (),
+    ) -> None:
         self.root = Path(root)
         self.split = split
         self.transform = transform
         require_dir(self.root, "data root")
-        self.image_dir = self.split_dir()
-        self.samples: list[tuple[Path, Path]] = self.find_samples()
-        if not self.samples:
-            raise DataError(self.image_dir, f"split {split!r} has no images")
+        self.splits = [part for part in split.split("+") if part]
+        self.image_dirs = [self.split_dir(part) for part in self.splits]
+        samples = [pair for part in self.splits for pair in self.find_samples(part)]
+        if not samples:
+            raise DataError(self.image_dirs[0], f"split {split!r} has no images")
+        if drives is not None:
+            samples = [s for s in samples if drive_of(s[0]) in set(drives)]
+        samples = [s for s in samples if drive_of(s[0]) not in set(exclude_drives)]
+        if not samples:
+            which = f"drives {', '.join(drives)}" if drives is not None else "what is not excluded"
+            raise DataError(self.image_dirs[0], f"split {split!r} has no images of {which}")
+        self.samples: list[tuple[Path, Path]] = samples
 
     # --- what a subclass says -------------------------------------------------------
-    @abc.abstractmethod
-    def split_dir(self) -> Path:
-        """The folder of this split's images; ``relative_name`` is relative to it."""
+    image_folder: str  # a split's images, relative to the root: "leftImg8bit/{split}"
+    label_folder: str  # a split's labels: "gtFine/{split}"
 
     @abc.abstractmethod
-    def find_samples(self) -> list[tuple[Path, Path]]:
-        """All (image, label) pairs of the split, sorted; raises DataError for unpaired files."""
+    def keyed_files(self, image_dir: Path, label_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+        """The split's images and labels, each keyed by the name an image and its label share."""
 
     def lut_for(self, label_path: Path) -> torch.Tensor:
         """The label table for one label file (Cityscapes has two kinds of label files)."""
         return self.label_lut
 
     # --- shared ---------------------------------------------------------------------
+    def split_dir(self, split: str) -> Path:
+        """The folder of one split's images; ``relative_name`` is relative to it."""
+        return self.root / self.image_folder.format(split=split)
+
+    def label_dir(self, split: str) -> Path:
+        return self.root / self.label_folder.format(split=split)
+
+    def find_samples(self, split: str) -> list[tuple[Path, Path]]:
+        """All (image, label) pairs of one split, sorted; raises DataError for unpaired files."""
+        image_dir = require_dir(self.split_dir(split), f"image folder of split {split!r}")
+        label_dir = require_dir(self.label_dir(split), f"label folder of split {split!r}")
+        images, labels = self.keyed_files(image_dir, label_dir)
+        return pair_up(images, labels, image_dir, label_dir)
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def image_dir(self) -> Path:
+        """The first split's image folder."""
+        return self.image_dirs[0]
+
     def __len__(self) -> int:
         return len(self.samples)
 
+    def drives(self) -> dict[str, int]:
+        """Frames per drive, in order of first appearance."""
+        return dict(Counter(drive_of(image) for image, _ in self.samples))
+
     def relative_name(self, i: int) -> str:
-        """The image's path relative to the split folder, without extension ('city/name')."""
-        return self.samples[i][0].relative_to(self.image_dir).with_suffix("").as_posix()
+        """The image's path relative to its split folder, without extension ('city/name')."""
+        image = self.samples[i][0]
+        folder = next(d for d in self.image_dirs if image.is_relative_to(d))
+        return image.relative_to(folder).with_suffix("").as_posix()
 
     def read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode pair ``i``: (uint8 3xHxW RGB image, uint8 HxW train ids or 255)."""

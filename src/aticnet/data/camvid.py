@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import IGNORE, SegmentationDataset, Transform, make_lut, pair_up, require_dir
+from .base import IGNORE, SegmentationDataset, Transform, make_lut
 
 CLASSES = [
     "Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
@@ -28,17 +28,12 @@ class CamVid(SegmentationDataset):
     classes = CLASSES
     colors = COLORS
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+    image_folder, label_folder = "{split}", "{split}annot"
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None, **drives) -> None:
         # 255 is accepted too: it is what void becomes in copies already mapped to train ids.
         self.label_lut = make_lut({VOID: IGNORE}, identity=len(CLASSES))
-        super().__init__(root, split, transform)
+        super().__init__(root, split, transform, **drives)
 
-    def split_dir(self) -> Path:
-        return self.root / self.split
-
-    def find_samples(self) -> list[tuple[Path, Path]]:
-        image_dir = require_dir(self.image_dir, f"CamVid split {self.split!r}")
-        label_dir = require_dir(self.root / f"{self.split}annot", f"CamVid labels ({self.split}annot)")
-        images = {p.name: p for p in image_dir.glob("*.png")}
-        labels = {p.name: p for p in label_dir.glob("*.png")}
-        return pair_up(images, labels, image_dir, label_dir)
+    def keyed_files(self, image_dir: Path, label_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+        return {p.name: p for p in image_dir.glob("*.png")}, {p.name: p for p in label_dir.glob("*.png")}

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from . import cityscapes_labels as table
-from .base import SegmentationDataset, Transform, make_lut, pair_up, require_dir
+from .cityscapes_labels import CLASS_COLORS, CLASS_NAMES, LABELS, label_id_to_train_id_lut
+from .base import SegmentationDataset, Transform, make_lut
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
@@ -27,8 +27,8 @@ TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 
 def label_id_lut() -> torch.Tensor:
     """Label ids 0..33 -> train id or 255; values above 33 do not exist in Cityscapes."""
-    lut = table.label_id_to_train_id_lut()
-    last_id = max(lb.id for lb in table.LABELS)
+    lut = label_id_to_train_id_lut()
+    last_id = max(lb.id for lb in LABELS)
     lut[last_id + 1 :] = make_lut()[last_id + 1 :]  # INVALID, 255 stays ignored
     return lut
 
@@ -36,20 +36,17 @@ def label_id_lut() -> torch.Tensor:
 class Cityscapes(SegmentationDataset):
     """Cityscapes ``gtFine``: 19 classes, train 2975 / val 500 / test 1525 images."""
 
-    classes = list(table.CLASS_NAMES)
-    colors = list(table.CLASS_COLORS)
+    classes = list(CLASS_NAMES)
+    colors = list(CLASS_COLORS)
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+    image_folder, label_folder = "leftImg8bit/{split}", "gtFine/{split}"
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None, **drives) -> None:
         self.label_lut = label_id_lut()
-        self.train_id_lut = make_lut(identity=len(table.CLASS_NAMES))
-        super().__init__(root, split, transform)
+        self.train_id_lut = make_lut(identity=len(CLASS_NAMES))
+        super().__init__(root, split, transform, **drives)
 
-    def split_dir(self) -> Path:
-        return self.root / "leftImg8bit" / self.split
-
-    def find_samples(self) -> list[tuple[Path, Path]]:
-        image_dir = require_dir(self.image_dir, f"Cityscapes split {self.split!r} (leftImg8bit/{self.split})")
-        label_dir = require_dir(self.root / "gtFine" / self.split, f"Cityscapes labels (gtFine/{self.split})")
+    def keyed_files(self, image_dir: Path, label_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
         images = {str(p.relative_to(image_dir))[: -len(IMAGE_SUFFIX)]: p for p in image_dir.glob(f"*/*{IMAGE_SUFFIX}")}
         labels: dict[str, Path] = {}
         for suffix in (LABEL_ID_SUFFIX, TRAIN_ID_SUFFIX):  # train ids last: they win
@@ -57,7 +54,7 @@ class Cityscapes(SegmentationDataset):
                 labels[str(p.relative_to(label_dir))[: -len(suffix)]] = p
         if not images and not labels:
             raise DataError(image_dir, f"no *{IMAGE_SUFFIX} files in its city folders")
-        return pair_up(images, labels, image_dir, label_dir)
+        return images, labels
 
     def lut_for(self, label_path: Path) -> torch.Tensor:
         return self.train_id_lut if label_path.name.endswith(TRAIN_ID_SUFFIX) else self.label_lut

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from ..errors import DataError
-from .base import INVALID, SegmentationDataset, Transform, make_lut, pair_up, require_dir
+from .base import INVALID, SegmentationDataset, Transform, make_lut, require_dir
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CLASS_FILES = ("classes.txt", "classes.json")
@@ -88,21 +88,18 @@ def read_classes_json(path: Path) -> Classes:
 class FolderDataset(SegmentationDataset):
     """A data set in the images/masks/classes-file layout (see the module docstring)."""
 
-    def __init__(self, root: str | Path, split: str, transform: Transform | None = None) -> None:
+    image_folder, label_folder = "images/{split}", "masks/{split}"
+
+    def __init__(self, root: str | Path, split: str, transform: Transform | None = None, **drives) -> None:
         root = Path(root)
         require_dir(root, "data root")
         classes = read_classes(root)
         self.classes = [name for name, _ in classes]
         self.colors = [color for _, color in classes]
         self.label_lut = make_lut(identity=len(classes))
-        super().__init__(root, split, transform)
+        super().__init__(root, split, transform, **drives)
 
-    def split_dir(self) -> Path:
-        return self.root / "images" / self.split
-
-    def find_samples(self) -> list[tuple[Path, Path]]:
-        image_dir = require_dir(self.image_dir, f"image folder of split {self.split!r}")
-        mask_dir = require_dir(self.root / "masks" / self.split, f"mask folder of split {self.split!r}")
+    def keyed_files(self, image_dir: Path, label_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
         images: dict[str, Path] = {}
         for p in image_dir.rglob("*"):
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
@@ -111,5 +108,5 @@ class FolderDataset(SegmentationDataset):
                     other = images[key].name
                     raise DataError(p, f"two images share the name {key!r} ({other}); their masks would clash")
                 images[key] = p
-        masks = {p.relative_to(mask_dir).with_suffix("").as_posix(): p for p in mask_dir.rglob("*.png") if p.is_file()}
-        return pair_up(images, masks, image_dir, mask_dir)
+        masks = {p.relative_to(label_dir).with_suffix("").as_posix(): p for p in label_dir.rglob("*.png") if p.is_file()}
+        return images, masks

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import DataError
+from ..errors import DataError, UserError
+from ..faults import all_agree
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +112,12 @@ def _ignore_stop_signals(_worker_id: int) -> None:
 
 
 def train_loader(
-    dataset: Dataset, batch_size: int, *, seed: int, rank: int, world_size: int, start_step: int, workers: int,
-    strict: bool = False,
+    dataset: Dataset, batch_size: int, *, seed: int, rank: int, world_size: int, start_step: int, workers: int
 ) -> DataLoader:
     """The endless, resumable training loader of one rank (``batch_size`` is the global batch).
 
     It yields ``(images, labels, errors)``: ``errors`` are the batch's unreadable samples, left
-    out. The caller applies ``strict`` with :func:`handle_unreadable` (this process decides, not a
-    worker); the argument is accepted here for older callers.
+    out; :class:`TrainStream` decides what to do with them.
     """
     sampler = StreamSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, start_step=start_step)
     return DataLoader(
@@ -134,6 +133,40 @@ def train_loader(
         prefetch_factor=2 if workers > 0 else None,
         worker_init_fn=_ignore_stop_signals,
     )
+
+
+class TrainStream:
+    """The training batches as ``train`` takes them, one call per step.
+
+    Unreadable samples are left out and counted (``strict`` raises the first instead). A step
+    whose batch has nothing readable on some process is skipped by every process (they must
+    agree, or the gradient all-reduce would wait forever); two epochs of such steps in a row
+    mean no sample is readable, and stop the run.
+    """
+
+    def __init__(self, loader: DataLoader, *, strict: bool, epoch_steps: int, device: torch.device, where: str) -> None:
+        self.batches = iter(loader)
+        self.strict, self.epoch_steps, self.device, self.where = strict, epoch_steps, device, where
+        self.skipped = 0  # unreadable samples since the caller last reset it
+        self.empty_in_a_row = 0
+
+    def next(self, stop_requested: Callable[[], bool]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The next (images, labels) on ``device``; None for a step to skip, or when a stop signal ended the workers."""
+        try:
+            images, labels, errors = next(self.batches)
+        except RuntimeError:
+            if not stop_requested():
+                raise
+            return None  # the signal went to the whole process group and ended the loader's workers too
+        self.skipped += handle_unreadable(errors, self.strict)
+        if not all_agree(images.shape[0] > 0, self.device):
+            self.empty_in_a_row += 1
+            if self.empty_in_a_row >= 2 * self.epoch_steps:
+                raise UserError(f"{self.where}: {self.empty_in_a_row} batches in a row had no readable sample "
+                                "(see the warnings above; aticnet check-data lists every bad file)")
+            return None
+        self.empty_in_a_row = 0
+        return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
 class EvalLoader:

@@ -85,9 +85,10 @@ class SyntheticDataset(FolderDataset):
         num_val: int | None = None,
         size: tuple[int, int] | None = None,
         seed: int | None = None,
+        **drives,
     ) -> None:
         self.params = ensure_synthetic(root, num_train=num_train, num_val=num_val, size=size, seed=seed)
-        super().__init__(root, split, transform)
+        super().__init__(root, split, transform, **drives)
 
 
 def checked_params(*, num_train: int, num_val: int, size, seed: int) -> dict:

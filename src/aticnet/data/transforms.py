@@ -84,11 +84,13 @@ class ComposedTrainTransform:
         *,
         scale_range: tuple[float, float] = (0.5, 2.0),
         flip: bool = True,
+        color_jitter: Sequence[float] | None = None,
         mean: Sequence[float],
         std: Sequence[float],
     ) -> None:
         self.crop_size = pair_size(crop_size)
-        steps: list[v2.Transform] = [RandomScale(tuple(scale_range))]
+        steps: list[v2.Transform] = [v2.ColorJitter(*color_jitter)] if color_jitter else []
+        steps.append(RandomScale(tuple(scale_range)))
         if flip:
             steps.append(v2.RandomHorizontalFlip(0.5))
         steps += normalisation(mean, std)
@@ -104,7 +106,7 @@ class ComposedTrainTransform:
 
 
 class TrainTransform:
-    """Random scale, horizontal flip, normalise, pad (image 0, label 255) and random crop.
+    """Optional colour jitter, random scale, horizontal flip, normalise, pad (image 0, label 255), random crop.
 
     ``(uint8 3xHxW, uint8 HxW) -> (float32 3xhxw, int64 hxw)`` with (h, w) = ``crop_size``.
     Padding comes after normalisation, so padded image pixels are 0 = the mean colour.
@@ -125,17 +127,23 @@ class TrainTransform:
         *,
         scale_range: tuple[float, float] = (0.5, 2.0),
         flip: bool = True,
+        color_jitter: Sequence[float] | None = None,
         mean: tuple[float, ...],
         std: tuple[float, ...],
     ) -> None:
         self.crop_size = pair_size(crop_size)
+        # brightness, contrast, saturation, hue on the uint8 image (torchvision's photometric augmentation)
+        self.jitter = v2.ColorJitter(*color_jitter) if color_jitter else None
         self.scale = RandomScale(tuple(scale_range))
         self.flip = flip
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self.scale(tv_tensors.Image(image), tv_tensors.Mask(label))
+        image = tv_tensors.Image(image)
+        if self.jitter is not None:
+            image = self.jitter(image)
+        image, label = self.scale(image, tv_tensors.Mask(label))
         image, label = image.as_subclass(torch.Tensor), label.as_subclass(torch.Tensor)
         flipped = self.flip and bool(torch.rand(1) < 0.5)  # v2.RandomHorizontalFlip's draw
         height, width = image.shape[-2:]
@@ -162,7 +170,7 @@ class TrainTransform:
         return out_image, out_label
 
     def __repr__(self) -> str:
-        return f"TrainTransform(crop {self.crop_size}, {self.scale}, flip={self.flip})"
+        return f"TrainTransform(crop {self.crop_size}, {self.jitter}, {self.scale}, flip={self.flip})"
 
 
 class EvalTransform:

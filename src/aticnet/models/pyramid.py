@@ -100,7 +100,11 @@ class AtrousLevel(nn.Module):
 
 
 class AtrousPyramidPooling(nn.Module):
-    """AtICNet's pyramid: ``x + sum_l level_l(x)``, levels paired (bin, rate) in order."""
+    """AtICNet's pyramid: ``x + sum_l level_l(x)``, levels paired (bin, rate) in order.
+
+    ``level_options`` go to every :class:`AtrousLevel` (``inner_bn``, ``inner_relu``,
+    ``final_relu``, ``align_corners``).
+    """
 
     def __init__(
         self,
@@ -109,18 +113,14 @@ class AtrousPyramidPooling(nn.Module):
         rates: Sequence[int] = (2, 4, 8, 12),
         *,
         reduction: int = 8,
-        inner_bn: bool = True,
-        inner_relu: bool = True,
-        final_relu: bool = False,
-        align_corners: bool = True,
+        **level_options: bool,
     ) -> None:
         super().__init__()
         if len(bins) != len(rates):
             raise ValueError(f"one rate per bin: bins {tuple(bins)}, rates {tuple(rates)}")
         self.out_channels = channels
         branch = max(1, channels // reduction)
-        options = dict(inner_bn=inner_bn, inner_relu=inner_relu, final_relu=final_relu, align_corners=align_corners)
-        self.levels = nn.ModuleList(AtrousLevel(channels, branch, b, r, **options) for b, r in zip(bins, rates))
+        self.levels = nn.ModuleList(AtrousLevel(channels, branch, b, r, **level_options) for b, r in zip(bins, rates))
 
     def forward(self, x: Tensor) -> Tensor:
         # x: N x C x h x w  ->  N x C x h x w

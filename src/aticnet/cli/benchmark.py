@@ -1,4 +1,5 @@
-"""The ``aticnet benchmark`` subcommand."""
+"""``aticnet benchmark``: latency of our models beside torchvision's peers, interleaved in one process
+(SPEC 8), or training throughput (``--train``); JSON reports and BENCHMARKS.md from them."""
 
 from __future__ import annotations
 
@@ -6,17 +7,16 @@ import argparse
 import json
 import shlex
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..cli import parse_size
+from ..benchmark import benchmark_inference, benchmark_training, format_inference, format_training
+from ..benchmark.models import DEFAULT_MODELS, DEFAULT_TRAIN_MODELS, PEERS, Variant, parse_variant
 from ..errors import UserError
-from .inference import benchmark_inference, format_inference
-from .timing import DEFAULT_MODELS, DEFAULT_TRAIN_MODELS, PEERS, Variant, parse_variant
-from .training import benchmark_training, format_training
+from ..io import write_json, write_text
+from .common import add_device, parse_size, subcommand
 
 
 def canonical_command(args: argparse.Namespace) -> str:
@@ -90,8 +90,8 @@ def canonical_command(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def cmd_benchmark(args: argparse.Namespace) -> None:
-    from .report import render_markdown
+def run(args: argparse.Namespace) -> None:
+    from ..benchmark.report import render_markdown
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -106,7 +106,7 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
             reports.extend(data if isinstance(data, list) else [data])
         if not args.markdown:
             raise UserError("--report-from renders reports: give --markdown FILE")
-        _write(args.markdown, render_markdown(reports))
+        write_text(args.markdown, render_markdown(reports))
         print(f"wrote {args.markdown} from {len(reports)} report(s)")
         return
     if args.threads:
@@ -115,25 +115,14 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
     from ..distributed import pick_device
 
     device = pick_device(args.device)
+    common = {"device": device, "width": args.width, "command": command, "log": log}
     if args.train:
         models = args.models.split(",") if args.models else list(DEFAULT_TRAIN_MODELS)
         result = benchmark_training(
-            models,
-            crop=args.crop_size,
-            batch=args.batch_size or 8,
-            workers=args.workers,
-            steps=args.steps,
-            pipeline_batches=args.pipeline_batches,
-            device=device,
-            precision=args.precision,
-            width=args.width,
-            dataset=args.dataset,
-            data_root=args.data_root,
-            data_size=args.data_size,
-            data_images=args.data_images,
-            end_to_end=not args.no_end_to_end,
-            command=command,
-            log=log,
+            models, crop=args.crop_size, batch=args.batch_size or 8, workers=args.workers, steps=args.steps,
+            pipeline_batches=args.pipeline_batches, precision=args.precision, dataset=args.dataset,
+            data_root=args.data_root, data_size=args.data_size, data_images=args.data_images,
+            end_to_end=not args.no_end_to_end, **common,
         )
         print(format_training(result))
     else:
@@ -145,41 +134,23 @@ def cmd_benchmark(args: argparse.Namespace) -> None:
                 Variant(channels_last=args.fast, fold_bn=args.fast, compile=args.compile, precision=args.precision)
             ]
         result = benchmark_inference(
-            models,
-            variants=variants,
-            size=args.size,
-            batch=args.batch_size or 1,
-            device=device,
-            width=args.width,
-            runs=args.runs,
-            warmup=args.warmup,
-            budget_s=args.budget,
-            min_runs=args.min_runs,
-            memory=not args.no_memory,
-            matmul_size=args.matmul_size,
-            command=command,
-            log=log,
+            models, variants=variants, size=args.size, batch=args.batch_size or 1, runs=args.runs, warmup=args.warmup,
+            budget_s=args.budget, min_runs=args.min_runs, memory=not args.no_memory, matmul_size=args.matmul_size,
+            **common,
         )
         print(format_inference(result))
     if args.json:
-        _write(args.json, json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     if args.markdown:
-        _write(args.markdown, render_markdown([result]))
+        write_text(args.markdown, render_markdown([result]))
 
 
-def _write(path: str, text: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> None:
     """The ``benchmark`` subcommand (call with the CLI's subparsers object)."""
-    p = subparsers.add_parser(
-        "benchmark",
-        help="latency of the models beside torchvision peers (interleaved), or training throughput",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from ..benchmark import __doc__ as protocol
+
+    p = subcommand(subparsers, "benchmark", protocol,
+                   "latency of the models beside torchvision peers (interleaved), or training throughput")
     p.add_argument(
         "--models",
         default=None,
@@ -192,7 +163,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=parse_size, default=(1024, 2048), help="input HxW (default 1024x2048)")
     p.add_argument("--batch-size", type=int, default=None, help="images per pass (default 1; with --train 8)")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    add_device(p, default="cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16", "16"], help="16 needs CUDA")
     p.add_argument("--fast", action="store_true", help="Conv-BN folding + channels_last (aticnet.fast)")
     p.add_argument(
@@ -240,21 +211,4 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="measure nothing: render --markdown from these benchmark JSON files",
     )
-    p.set_defaults(func=cmd_benchmark)
-    return p
-
-
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aticnet.benchmark ...``: the subcommand on its own."""
-    parser = argparse.ArgumentParser(prog="aticnet")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["benchmark", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        args.func(args)
-    except UserError as e:
-        print(f"aticnet benchmark: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+    p.set_defaults(func=run)

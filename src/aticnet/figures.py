@@ -1,36 +1,25 @@
-"""``aticnet compare`` (the paper's Fig. 4: image | ground truth | each model) and
-``aticnet plot`` (its Fig. 3: loss and val mIoU of several runs; warm-started rounds
+"""The paper's two figures from trained runs: :func:`compare` (its Fig. 4: image | ground truth |
+each model) and :func:`plot` (its Fig. 3: loss and val mIoU of several runs; warm-started rounds
 continue the x axis of the run they started from)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .api import load, read_image
+from .api import load
 from .errors import DataError, UserError
+from .io import read_image, read_label_map
 
 
 def read_label(path: str | Path) -> np.ndarray:
     """A ground-truth PNG as H x W train ids: ``*_labelIds.png`` (Cityscapes label ids) goes through the
     official table; any other file is read as train ids (255 = ignore)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "label file not found")
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(path, f"a label map must be a one-channel PNG, this one is {img.mode}")
-            labels = np.asarray(img).astype(np.int64)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(path, f"not a readable label PNG ({e.__class__.__name__})") from None
-    if path.name.endswith("_labelIds.png"):
+    labels = read_label_map(path).numpy().astype(np.int64)
+    if Path(path).name.endswith("_labelIds.png"):
         from .data.cityscapes_labels import label_id_to_train_id_lut
 
         return label_id_to_train_id_lut().numpy()[np.clip(labels, 0, 255)]
@@ -65,7 +54,7 @@ def compare(
     names = list(names) if names else _default_names(weights, models)
     rows: list[dict[str, Any]] = []
     for i, path in enumerate(images):
-        image = read_image(path)
+        image = read_image(path).permute(1, 2, 0).numpy()
         label = read_label(labels[i]) if labels else None
         if label is not None and label.shape != image.shape[:2]:
             raise DataError(labels[i], f"label is {label.shape[1]}x{label.shape[0]}, its image {path} is "
@@ -100,34 +89,3 @@ def plot(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Sequence[st
         if not (d / "metrics.jsonl").is_file():
             raise DataError(d, "no metrics.jsonl in this run directory")
     return curves_figure(run_dirs, out, labels=labels)
-
-
-def cmd_compare(args: argparse.Namespace) -> None:
-    out = compare(args.weights, args.images, args.out, labels=args.labels, names=args.names, device=args.device,
-                  title=args.title)
-    print(f"wrote {out}")
-
-
-def cmd_plot(args: argparse.Namespace) -> None:
-    out = plot(args.runs, args.out, labels=args.labels)
-    print(f"wrote {out}")
-
-
-def add_parser(subparsers: Any) -> None:
-    """Adds ``compare`` and ``plot``."""
-    p = subparsers.add_parser("compare", help="figure: image | ground truth | each model's prediction (Fig. 4)")
-    p.add_argument("--weights", nargs="+", required=True, metavar="W", help="run directories, .safetensors or .onnx")
-    p.add_argument("--images", nargs="+", required=True, metavar="FILE")
-    p.add_argument("--labels", nargs="+", metavar="FILE",
-                   help="ground truth per image: train-id PNGs, or Cityscapes *_labelIds.png")
-    p.add_argument("--names", nargs="+", metavar="NAME", help="column titles, one per --weights")
-    p.add_argument("--title", default=None)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out", required=True, metavar="FIG.png")
-    p.set_defaults(func=cmd_compare)
-
-    p = subparsers.add_parser("plot", help="figure: loss and val mIoU of runs; warm-started rounds continue (Fig. 3)")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--labels", nargs="+", metavar="LABEL", help="legend entry per run (default: directory names)")
-    p.add_argument("--out", required=True, metavar="FIG.png")
-    p.set_defaults(func=cmd_plot)

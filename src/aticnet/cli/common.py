@@ -1,0 +1,42 @@
+"""What several subcommands share: size and device arguments, and writing a JSON report."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024x2048' -> (1024, 2048); a single number means a square."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1024x2048, not {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"size must look like 1024x2048, not {text!r}")
+    return parts[0], parts[1]
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    parser.add_argument("--device", default=default, choices=DEVICES, help=f"where to run (default {default})")
+
+
+def add_json(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", metavar="FILE", help=f"also write {what} as JSON")
+
+
+def write_report(path: str | None, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` when the user gave one."""
+    if path:
+        from ..io import write_json
+
+        write_json(path, data)
+
+
+def subcommand(subparsers: Any, name: str, doc: str | None, help: str) -> argparse.ArgumentParser:
+    """A subparser whose ``--help`` shows the module docstring ``doc`` as written."""
+    return subparsers.add_parser(name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

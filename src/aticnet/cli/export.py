@@ -1,0 +1,41 @@
+"""``aticnet export``: weights to ONNX or TorchScript, the file run once more and checked against PyTorch.
+
+The ONNX graph takes ``image`` (float N x 3 x H x W, normalised as the model expects) and returns
+``logits`` (N x K x H x W); its metadata carries the classes, colours, mean, std and model config,
+so ``aticnet predict --weights model.onnx`` and ``aticnet.load`` need nothing else. With --dynamic the
+graph holds for any batch and size (checked at a second size). Above --tolerance the command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import add_json, parse_size, subcommand, write_report
+
+
+def add_parser(subparsers: Any) -> None:
+    from ..export import FORMATS, MIN_DYNAMO_OPSET
+
+    p = subcommand(subparsers, "export", __doc__, "export weights to ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("--weights", required=True, metavar="W", help="a run directory or a .safetensors file")
+    p.add_argument("--format", default="onnx", choices=FORMATS)
+    p.add_argument("--out", required=True, metavar="FILE", help="the .onnx or TorchScript (.ts, .pt) file to write")
+    p.add_argument("--opset", type=int, default=MIN_DYNAMO_OPSET,
+                   help=f"ONNX opset (default {MIN_DYNAMO_OPSET}; below {MIN_DYNAMO_OPSET} uses the legacy exporter)")
+    p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "legacy"],
+                   help="ONNX exporter: torch.export based (dynamo) or TorchScript based (legacy); auto picks by opset")
+    p.add_argument("--dynamic", action="store_true", help="free batch, height and width (checked at two sizes)")
+    p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW traced and checked (default 1024x2048)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest max-abs difference accepted (default 1e-3)")
+    p.add_argument("--verbose", action="store_true", help="show the exporter's own messages")
+    add_json(p, "the export report")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..export import export
+
+    report = export(args.weights, args.format, args.out, size=args.size, dynamic=args.dynamic, opset=args.opset,
+                    exporter=args.exporter, tolerance=args.tolerance, verbose=args.verbose)
+    write_report(args.json, report)
