@@ -312,16 +312,16 @@ def test_synthetic_dataset_generates_once_and_on_new_parameters(tmp_path):
         SyntheticDataset(tmp_path / "other", "train")
 
 
-@pytest.mark.parametrize("size", [(40, 56), (90, 120), (30, 200)])
-def test_train_transform_equals_the_plain_v2_pipeline(size):
+@pytest.mark.parametrize("size, jitter", [((40, 56), None), ((90, 120), None), ((30, 200), (0.4, 0.4, 0.4, 0.1))])
+def test_train_transform_equals_the_plain_v2_pipeline(size, jitter):
     from aticnet.data.transforms import ComposedTrainTransform, TrainTransform
     from aticnet.models.config import IMAGENET_MEAN, IMAGENET_STD
 
     g = torch.Generator().manual_seed(0)
     img = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=g)
     lab = torch.randint(0, 19, size, dtype=torch.uint8, generator=g)
-    old = ComposedTrainTransform(64, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    new = TrainTransform(64, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    old = ComposedTrainTransform(64, scale_range=(0.5, 2.0), color_jitter=jitter, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    new = TrainTransform(64, scale_range=(0.5, 2.0), color_jitter=jitter, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     for seed in range(12):  # scales below and above the crop, both flips, padded on some sides
         torch.manual_seed(seed)
         a = old(img, lab)

@@ -207,3 +207,29 @@ def test_parameter_parts_add_up():
     counts = count_parameters(model)
     assert counts["total"] == total_params(model)
     assert counts["pyramid"] > counts["cascade"] > 0
+
+
+def test_receptive_fields_by_hand():
+    """rf += d (k - 1) * jump, jump *= stride, along the deepest path; worked out by hand from SPEC 2-4.
+
+    ICNet: the medium input (a 2x2 stride-2 halving) rf 2 / jump 2; stem convs 3 s2, 3, 3 and max-pool 3 s2:
+    2 + 2*2 + 2*4 + 2*4 + 2*4 = 30 / 8; stage 2, three 3x3: + 3 * 16 = 78; conv3_1 (stride 2 in its 1x1, then
+    a 3x3 at jump 16): 110 / 16; the 1/32 halving: 126 / 32; three more stage-3 blocks: + 3 * 64 = 318; stage 4,
+    six 3x3 with dilation 2 (k_eff 5): + 6 * 128 = 1086; stage 5, dilation 4 (k_eff 9): + 3 * 256 = 1854
+    (AtICNet's two blocks: 1598). An atrous level with rate r adds (2r) * 32 on AtICNet's trunk.
+    PSPNet: stem 15 / 4, stage 2 39, stage 3 103 / 8, stage 4 + 6 * 32 = 295, stage 5 + 3 * 64 = 487.
+    """
+    from aticnet.analyze import receptive_fields
+
+    def trunk(name):
+        return [(t["part"], t["rf"], t["stride"]) for t in receptive_fields(build_model(name, **TINY))["trunk"]]
+
+    assert trunk("icnet") == [("medium input", 2, 2), ("stem", 30, 8), ("stage2", 78, 8), ("conv3_1", 110, 16),
+                              ("1/32 resize", 126, 32), ("stage3", 318, 32), ("stage4", 1086, 32), ("stage5", 1854, 32)]
+    assert trunk("aticnet")[-1] == ("stage5", 1598, 32)
+    assert trunk("pspnet") == [("stem", 15, 4), ("stage2", 39, 4), ("stage3", 103, 8), ("stage4", 295, 8),
+                               ("stage5", 487, 8)]
+    levels = receptive_fields(build_model("aticnet", **TINY), (1024, 2048))["pyramid"]
+    assert [(lv["bin"], lv["rate"], lv["F"], lv["F_input"]) for lv in levels] == [
+        (1, 2, 5, 1598 + 4 * 32), (2, 4, 9, 1598 + 8 * 32), (3, 8, 17, 1598 + 16 * 32), (6, 12, 25, 1598 + 24 * 32)]
+    assert [lv["pool_region"] for lv in levels] == [[1024, 2048], [512, 1024], [1024 / 3, 2048 / 3], [1024 / 6, 2048 / 6]]

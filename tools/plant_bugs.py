@@ -1,0 +1,216 @@
+"""Plant one realistic bug at a time in the source and check that the test suite turns red.
+
+    python tools/plant_bugs.py              # every bug below, each against the tests that should catch it
+    python tools/plant_bugs.py --full       # each against the whole suite (slow: minutes per surviving bug)
+    python tools/plant_bugs.py --only loss  # the bugs whose name contains "loss"
+
+Each bug is one edit of one line (the text must occur exactly once). The file is restored after each
+run, also on Ctrl-C. Prints one line per bug (caught / SURVIVED) and exits 1 when any survived.
+Run it with nothing else on the machine's cores; it takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "aticnet"
+
+# name, file, text, replacement, tests expected to catch it
+BUGS = [
+    # models
+    ("atrous level does not pool", "models/pyramid.py",
+     "return pool_and_upsample(self.project(self.atrous(x)), self.bins, self.align_corners)",
+     "return self.project(self.atrous(x))", "test_blocks.py test_golden.py"),
+    ("sum pyramid keeps only the last level", "models/pyramid.py",
+     "out = out + pool_and_upsample(x, b, self.align_corners)", "out = x + pool_and_upsample(x, b, self.align_corners)",
+     "test_blocks.py test_golden.py"),
+    ("atrous levels chained instead of parallel", "models/pyramid.py", "out = out + level(x)", "out = out + level(out)",
+     "test_blocks.py test_golden.py"),
+    ("rates paired with bins in reverse", "models/pyramid.py", "for b, r in zip(bins, rates))",
+     "for b, r in zip(bins, reversed(rates)))", "test_blocks.py test_golden.py test_models.py"),
+    ("adaptive pooling to the wrong grid", "models/pyramid.py", "return F.adaptive_avg_pool2d(x, bins)",
+     "return F.adaptive_avg_pool2d(x, bins + 1)", "test_blocks.py test_golden.py"),
+    ("PSPNet pyramid drops its input", "models/pyramid.py", "return torch.cat([x, *levels], dim=1)",
+     "return torch.cat([x * 0, *levels], dim=1)", "test_blocks.py test_golden.py"),
+    ("conv padding ignores dilation", "models/layers.py", "padding = dilation * (kernel_size - 1) // 2",
+     "padding = (kernel_size - 1) // 2 * (1 + (dilation > 1))", "test_blocks.py test_golden.py"),
+    ("bottleneck without its shortcut", "models/layers.py",
+     "return self.relu(self.expand(self.conv(self.reduce(x))) + self.shortcut(x))",
+     "return self.relu(self.expand(self.conv(self.reduce(x))))", "test_blocks.py test_golden.py"),
+    ("stride in the 3x3 instead of the 1x1", "models/layers.py",
+     "stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)",
+     "stride_1x1, stride_3x3 = (1, stride) if stride_in_1x1 else (stride, 1)", "test_blocks.py test_golden.py"),
+    ("halving rounds down", "models/layers.py", "size=((h + 1) // 2, (w + 1) // 2)", "size=(h // 2, w // 2)",
+     "test_blocks.py"),
+    ("classifier init 10x too wide", "models/layers.py", "nn.init.normal_(m.weight, std=0.01)",
+     "nn.init.normal_(m.weight, std=0.1)", "test_blocks.py test_golden.py"),
+    ("BN momentum not applied", "models/layers.py", "            m.momentum = bn_momentum\n", "",
+     "test_blocks.py"),
+    ("CFF low path without dilation", "models/cascade.py",
+     "self.low = ConvBN(low_channels, out_channels, 3, dilation=2, relu=False)",
+     "self.low = ConvBN(low_channels, out_channels, 3, dilation=1, relu=False)", "test_blocks.py test_golden.py"),
+    ("CFF without its ReLU", "models/cascade.py", "return self.relu(self.low(low) + self.high(high)), aux",
+     "return self.low(low) + self.high(high), aux", "test_blocks.py test_golden.py"),
+    ("CFF aux head on the fused map's input before upsampling", "models/cascade.py",
+     "aux = self.aux_classifier(low) if self.training else None",
+     "aux = self.aux_classifier(low * 2) if self.training else None", "test_blocks.py test_golden.py"),
+    ("trunk not dilated", "models/backbone.py", "dilations=(1, 1, 2, 4),", "dilations=(1, 1, 1, 2),",
+     "test_blocks.py test_golden.py test_models.py"),
+    ("AtICNet keeps three stage-5 blocks", "models/icnet.py",
+     'return _cascade_config("aticnet", stage5_blocks=2, pyramid="atrous")',
+     'return _cascade_config("aticnet", stage5_blocks=3, pyramid="atrous")', "test_blocks.py test_models.py"),
+    ("high branch on the half image", "models/icnet.py", "high = self.high(image)  # N x C3 x H/8",
+     "high = self.high(half(image, ac))", "test_blocks.py test_golden.py"),
+    ("no 1/32 branch", "models/icnet.py", "x = half(x16, ac)  # H/32", "x = x16", "test_blocks.py test_golden.py"),
+    ("final upsampling without align_corners", "models/icnet.py",
+     "return resize(logits, image.shape[-2:], ac)  # N x K x H x W",
+     "return resize(logits, image.shape[-2:], not ac)", "test_blocks.py test_golden.py"),
+    ("PSPNet aux head gets dropout 0", "models/pspnet.py",
+     "self.aux_head = FCNHead(self.trunk.channels[-2], c(AUX_CHANNELS), k, config.dropout)",
+     "self.aux_head = FCNHead(self.trunk.channels[-2], c(AUX_CHANNELS), k, 0.0)", "test_golden.py"),
+    # loss
+    ("loss ignores the aux weights", "losses.py", "total = total + weight * loss", "total = total + loss",
+     "test_losses.py"),
+    ("labels shrunk with nearest-exact", "losses.py", 'size=tuple(size), mode="nearest")',
+     'size=tuple(size), mode="nearest-exact")', "test_losses.py"),
+    ("class weights dropped", "losses.py",
+     "return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)",
+     "return F.cross_entropy(logits, target, ignore_index=ignore_index)", "test_losses.py"),
+    ("OHEM keeps the easy pixels", "losses.py", "keep = valid & (p_true < ohem.threshold)",
+     "keep = valid & (p_true > ohem.threshold)", "test_losses.py"),
+    ("OHEM mean over all pixels", "losses.py", "return (per_pixel * kept).sum() / (pixel_weight * kept).sum()",
+     "return (per_pixel * kept).sum() / pixel_weight.sum()", "test_losses.py"),
+    ("upsampled logits ignore align_corners", "losses.py",
+     'mode="bilinear", align_corners=self.align_corners)', 'mode="bilinear", align_corners=False)',
+     "test_losses.py"),
+    ("TF preset swapped", "losses.py", '"tensorflow": (0.16, 0.4),', '"tensorflow": (0.4, 0.16),', "test_losses.py"),
+    # transforms
+    ("random scale switched off", "data/transforms.py",
+     "factor = low + (high - low) * float(torch.rand(()))", "factor = 1.0 + 0 * float(torch.rand(()))",
+     "test_transforms.py"),
+    ("random scale only up to the middle", "data/transforms.py",
+     "factor = low + (high - low) * float(torch.rand(()))", "factor = low + (high - low) / 2 * float(torch.rand(()))",
+     "test_transforms.py"),
+    ("image flipped, label not", "data/transforms.py",
+     "out_image, out_label = out_image.flip(-1), out_label.flip(-1)",
+     "out_image, out_label = out_image.flip(-1), out_label", "test_transforms.py"),
+    ("label crop one pixel off", "data/transforms.py",
+     "out_label[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = label[iy0:iy1, ix0:ix1]",
+     "out_label[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0 - 1] = label[iy0:iy1, ix0 + 1 : ix1]",
+     "test_transforms.py"),
+    ("labels rescaled bilinearly", "data/transforms.py",
+     "resized = F.resize_image(mask.unsqueeze(0), params[\"size\"], interpolation=InterpolationMode.NEAREST_EXACT)",
+     "resized = F.resize_image(mask.unsqueeze(0), params[\"size\"], interpolation=InterpolationMode.BILINEAR)",
+     "test_transforms.py test_data.py"),
+    ("label padding with class 0", "data/transforms.py", "out_label = torch.full((ch, cw), IGNORE, dtype=torch.int64)",
+     "out_label = torch.full((ch, cw), 0, dtype=torch.int64)", "test_transforms.py test_data.py"),
+    ("jitter applied to nothing", "data/transforms.py", "            image = self.jitter(image)\n", "",
+     "test_transforms.py test_data.py"),
+    # metrics and evaluation
+    ("distributed evaluation sums rank 0 only", "metrics.py", "            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)",
+     "            dist.broadcast(self.matrix, src=0)", "test_engine.py"),
+    ("evaluation not reduced", "evaluate.py", "    matrix.reduce()\n", "", "test_engine.py"),
+    ("eval shards overlap", "data/loader.py", "indices = list(range(len(dataset)))[:max_images][rank::world_size]",
+     "indices = list(range(len(dataset)))[:max_images][rank::1]", "test_engine.py"),
+    ("IoU without subtracting TP", "metrics.py", "union = gt + predicted - tp", "union = gt + predicted",
+     "test_metrics.py"),
+    ("predicted void dropped", "metrics.py", "pred = torch.where((pred >= 0) & (pred < k), pred, k)",
+     "target, pred = target[pred < k], pred[pred < k]", "test_metrics.py test_cityscapes_eval.py"),
+    # schedule and optimiser
+    ("poly power ignored", "recipe.py", "poly = PolynomialLR(optimizer, total_iters=decay_steps, power=config.poly_power)",
+     "poly = PolynomialLR(optimizer, total_iters=decay_steps, power=1.0)", "test_recipe.py"),
+    ("poly decays over the warm-up too", "recipe.py", "decay_steps = max(1, config.max_steps - config.warmup_steps)",
+     "decay_steps = max(1, config.max_steps)", "test_recipe.py"),
+    ("warm-up from the full rate", "recipe.py", "warmup = LinearLR(optimizer, start_factor=1e-3,",
+     "warmup = LinearLR(optimizer, start_factor=1e-1,", "test_recipe.py"),
+    ("BatchNorm weights decay", "recipe.py", "decay = [p for _, p in params if p.ndim > 1]",
+     "decay = [p for _, p in params if p.ndim >= 1]", "test_recipe.py"),
+    ("ENet weighting constant", "recipe.py", "return (1.0 / torch.log(1.02 + freq)).float()",
+     "return (1.0 / torch.log(1.2 + freq)).float()", "test_recipe.py"),
+    ("class frequencies count ignored pixels", "recipe.py",
+     "counts += torch.bincount(label[label != 255].long().flatten(), minlength=num_classes)[:num_classes]",
+     "counts += torch.bincount(label.long().flatten().clamp(max=num_classes - 1), minlength=num_classes)",
+     "test_recipe.py"),
+    # training state and resume
+    ("resume forgets the RNG", "train.py", "        torch.set_rng_state(state[\"rng_cpu\"])\n", "",
+     "test_engine.py"),
+    ("resume forgets the best mIoU", "train.py",
+     'self.step, self.best_miou = int(state["step"]), float(state["best_miou"])',
+     'self.step, self.best_miou = int(state["step"]), -1.0', "test_engine.py"),
+    ("resume forgets the schedule", "train.py", "        self.scheduler.load_state_dict(state[\"scheduler\"])\n",
+     "", "test_engine.py test_train.py"),
+    ("resume forgets the moving average", "train.py", "            self.ema.load_state_dict(state[\"ema\"])\n", "",
+     "test_engine.py"),
+    ("moving average updated before the step", "train.py",
+     "        state.scaler.step(state.optimizer)\n", "        state.ema and state.ema.update_parameters(state.model)\n"
+     "        state.scaler.step(state.optimizer)\n", "test_recipe.py"),
+    ("best weights kept on a worse score", "train.py", 'if scores["miou"] is not None and scores["miou"] > state.best_miou:',
+     'if scores["miou"] is not None and scores["miou"] != state.best_miou:', "test_engine.py"),
+    ("a log row sums its losses", "train.py",
+     '"loss": float(sums[0] / sums[1]) if sums[1] else math.nan,', '"loss": float(sums[0]) if sums[1] else math.nan,',
+     "test_engine.py"),
+    ("data order restarts on resume", "train.py", "world_size=run.dist.world_size, start_step=state.step,",
+     "world_size=run.dist.world_size, start_step=0,", "test_engine.py test_train.py"),
+    # data, label mappings and drives
+    ("CamVid void not ignored", "data/camvid.py", "VOID = 11", "VOID = 12", "test_data.py"),
+    ("Cityscapes ids kept as they are", "data/cityscapes_labels.py", "            lut[lb.id] = lb.train_id",
+     "            lut[lb.id] = min(lb.id, 254)", "test_data.py test_cityscapes_eval.py"),
+    ("held-out drive stays in training", "data/base.py",
+     "samples = [s for s in samples if drive_of(s[0]) not in set(exclude_drives)]",
+     "samples = [s for s in samples if drive_of(s[0]) not in set(exclude_drives[1:])]", "test_recipe.py"),
+    ("drive is the frame number", "data/base.py", 'return image.name.split("_", 1)[0]',
+     'return image.name.rsplit("_", 1)[-1]', "test_recipe.py"),
+    # analysis
+    ("receptive field ignores dilation", "analyze.py", "rf += dilation * (kernel - 1) * jump",
+     "rf += (kernel - 1) * jump", "test_models.py"),
+    ("receptive field ignores strides", "analyze.py", "            jump *= stride\n", "", "test_models.py"),
+    ("atrous formula off by one", "analyze.py", "return (rate - 1) * (kernel - 1) + kernel",
+     "return rate * (kernel - 1) + kernel", "test_models.py"),
+]
+
+
+def run_tests(tests: list[str], timeout: float) -> tuple[bool, float]:
+    """(passed, seconds) of pytest on ``tests`` (stops at the first failure)."""
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, time.perf_counter() - start
+    return done.returncode == 0, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="run the whole suite for each bug")
+    parser.add_argument("--only", default="", help="only the bugs whose name contains this")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    survived = []
+    bugs = [b for b in BUGS if args.only in b[0]]
+    for name, rel, text, replacement, tests in bugs:
+        path = SRC / rel
+        original = path.read_text()
+        if original.count(text) != 1:
+            print(f"STALE  {name}: the text to replace occurs {original.count(text)} times in {rel}", flush=True)
+            survived.append(name)
+            continue
+        path.write_text(original.replace(text, replacement))
+        try:
+            passed, seconds = run_tests(["tests"] if args.full else [f"tests/{t}" for t in tests.split()], args.timeout)
+        finally:
+            path.write_text(original)
+        print(f"{'SURVIVED' if passed else 'caught  '} {name} ({rel}, {seconds:.0f} s)", flush=True)
+        if passed:
+            survived.append(name)
+    print(f"{len(bugs) - len(survived)} of {len(bugs)} planted bugs caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
