@@ -92,6 +92,10 @@ class TestPSPNet(ModelTester):
     name, train_keys, out_stride = "pspnet", ("aux",), 8
 
 
+class TestLRASPPPeer(ModelTester):  # torchvision's, behind the same interface; upsamples to the input itself
+    name, train_keys, out_stride = "lraspp_mobilenet_v3", (), 1
+
+
 def test_cascade_aux_resolutions():
     model = build_model("icnet", num_classes=3, **TINY).train()
     out = model(torch.randn(1, 3, 128, 256))

@@ -86,7 +86,7 @@ def analyze(model: nn.Module, size: tuple[int, int], *, runs: int = 5) -> dict[s
         "gflops": count_flops(model, size) / 1e9,
         "latency_ms": measure_latency(model, size, runs=runs) if runs > 0 else None,
         "threads": torch.get_num_threads(),
-        "receptive_field": receptive_fields(model, size),
+        "receptive_field": receptive_fields(model, size) if hasattr(model, "receptive_field_path") else None,
     }
 
 
@@ -101,6 +101,8 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report["latency_ms"] is not None:
         lines.append(f"  latency     {report['latency_ms']:8.1f} ms  (CPU, {report['threads']} threads, fp32, batch 1, argmax included)")
+    if report["receptive_field"] is None:
+        return "\n".join(lines)
     lines.append("  receptive field of the trunk (input pixels):")
     lines += [f"    {t['part']:<13} rf {t['rf']:5d}  stride {t['stride']:3d}" for t in report["receptive_field"]["trunk"]]
     lines.append("  pyramid levels: F = (r - 1)(k - 1) + k on the top map, F_input in input pixels,")

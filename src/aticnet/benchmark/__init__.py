@@ -34,10 +34,10 @@ from __future__ import annotations
 
 from ..timing import Entry, quantile, run_interleaved
 from .inference import benchmark_inference, format_inference
-from .models import DEFAULT_MODELS, PEERS, Variant, build_benchmark_model, parse_variant
+from .models import DEFAULT_MODELS, Variant, build_benchmark_model, parse_variant
 from .training import benchmark_training, format_training
 
 __all__ = [
-    "DEFAULT_MODELS", "PEERS", "Entry", "Variant", "benchmark_inference", "benchmark_training",
+    "DEFAULT_MODELS", "Entry", "Variant", "benchmark_inference", "benchmark_training",
     "build_benchmark_model", "format_inference", "format_training", "parse_variant", "quantile", "run_interleaved",
 ]

@@ -13,10 +13,6 @@ from torch import nn
 from ..errors import UserError
 from ..fast import DTYPES, LabelPredictor, compile_module, optimize_for_inference
 
-PEERS = {  # our name -> torchvision builder (random weights: nothing is downloaded)
-    "lraspp_mobilenet_v3": "lraspp_mobilenet_v3_large",
-    "deeplabv3_mobilenet_v3": "deeplabv3_mobilenet_v3_large",
-}
 DEFAULT_MODELS = ("icnet", "aticnet", "pspnet", "lraspp_mobilenet_v3", "deeplabv3_mobilenet_v3")
 DEFAULT_TRAIN_MODELS = ("icnet", "aticnet")
 TIMED_REGION = "float32 NCHW image on the device -> forward -> final upsample to HxW -> argmax -> labels"
@@ -72,18 +68,14 @@ def parse_variant(text: str, precision: str = "32") -> Variant:
 
 
 def build_benchmark_model(name: str, *, width: float | None = None, num_classes: int = 19, seed: int = 0) -> nn.Module:
-    """An eval-mode model: one of ours (``width`` applies to the ICNet family; PSPNet keeps its
-    own 1.0) or a torchvision peer with random weights and ``num_classes`` outputs."""
+    """An eval-mode model with random weights: one of ours (``width`` applies to the ICNet family; PSPNet
+    keeps its own 1.0) or a torchvision peer (its own widths, as torchvision builds it)."""
+    from ..models import MODEL_NAMES, PEER_NAMES, build_model
+
+    if name not in (*MODEL_NAMES, *PEER_NAMES):
+        raise UserError(f"unknown model {name!r}; choose from {', '.join((*MODEL_NAMES, *PEER_NAMES))}")
     torch.manual_seed(seed)
-    if name in PEERS:
-        from torchvision.models import segmentation
-
-        return getattr(segmentation, PEERS[name])(weights=None, weights_backbone=None, num_classes=num_classes).eval()
-    from ..models import MODEL_NAMES, build_model
-
-    if name not in MODEL_NAMES:
-        raise UserError(f"unknown model {name!r}; choose from {', '.join((*MODEL_NAMES, *PEERS))}")
-    overrides = {"width": width} if width and name != "pspnet" else {}
+    overrides = {"width": width} if width and name in MODEL_NAMES and name != "pspnet" else {}
     return build_model(name, num_classes=num_classes, **overrides).eval()
 
 

@@ -9,11 +9,11 @@ from .common import add_json, parse_size, subcommand, write_report
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..models import MODEL_NAMES
+    from ..models import MODEL_NAMES, PEER_NAMES
 
     p = subcommand(subparsers, "analyze", __doc__, "parameters, GFLOPs, receptive fields and latency of a model")
-    p.add_argument("--model", nargs="+", default=["aticnet"], choices=MODEL_NAMES, metavar="NAME",
-                   help=f"one or more of: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--model", nargs="+", default=["aticnet"], choices=(*MODEL_NAMES, *PEER_NAMES), metavar="NAME",
+                   help=f"one or more of: {', '.join((*MODEL_NAMES, *PEER_NAMES))}")
     p.add_argument("--width", type=float, default=None, help="channel multiplier (default: the model's own)")
     p.add_argument("--size", type=parse_size, default=(1024, 2048), help="input HxW (default 1024x2048)")
     p.add_argument("--num-classes", type=int, default=19)

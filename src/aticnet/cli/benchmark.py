@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ..benchmark import benchmark_inference, benchmark_training, format_inference, format_training
-from ..benchmark.models import DEFAULT_MODELS, DEFAULT_TRAIN_MODELS, PEERS, Variant, parse_variant
+from ..benchmark.models import DEFAULT_MODELS, DEFAULT_TRAIN_MODELS, Variant, parse_variant
+from ..models import PEER_NAMES
 from ..errors import UserError
 from ..io import write_json, write_text
 from .common import add_device, parse_size, subcommand
@@ -156,7 +157,7 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         metavar="A,B",
         help=f"comma-separated (default {','.join(DEFAULT_MODELS)}; with --train {','.join(DEFAULT_TRAIN_MODELS)}); "
-        f"peers: {', '.join(PEERS)}",
+        f"peers: {', '.join(PEER_NAMES)}",
     )
     p.add_argument(
         "--width", type=float, default=None, help="channel multiplier of the ICNet family (PSPNet keeps 1.0)"

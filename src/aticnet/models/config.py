@@ -18,13 +18,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ModelConfig:
-    name: str  # "icnet", "aticnet", "pspnet", "icnet_s5x2", "icnet_atrous"
+    name: str  # "icnet", "aticnet", "pspnet", "icnet_s5x2", "icnet_atrous", or a torchvision peer (models.peers)
     num_classes: int = 19  # output channels of the classifiers
     width: float = 0.5  # channel multiplier on ResNet-50 widths; 0.5 = released ICNet
-    architecture: str = "cascade"  # "cascade" (ICNet family) or "pspnet"
+    architecture: str = "cascade"  # "cascade" (ICNet family), "pspnet" or "torchvision" (a peer)
     stage_blocks: tuple[int, int, int] = (3, 4, 6)  # residual blocks in stages 2, 3, 4
     stage5_blocks: int = 3  # residual blocks in stage 5; AtICNet drops one (2)
-    pyramid: str = "pool"  # "pool" (ICNet sum), "atrous" (AtICNet sum), "concat" (PSPNet)
+    pyramid: str = "pool"  # "pool" (ICNet sum), "atrous" (AtICNet sum), "concat" (PSPNet); "none" for peers
     bins: tuple[int, ...] = (1, 2, 3, 6)  # pyramid levels: pooled grid sizes
     rates: tuple[int, ...] = (2, 4, 8, 12)  # atrous pyramid: dilation per level, paired with bins
     atrous_reduction: int = 8  # atrous branch width = C / this (DeepLab's ASPP ratio)
@@ -49,12 +49,13 @@ class ModelConfig:
             value = getattr(self, f.name)
             if isinstance(value, list):
                 setattr(self, f.name, tuple(value))
-        if self.pyramid not in ("pool", "atrous", "concat"):
-            raise ValueError(f"pyramid must be 'pool', 'atrous' or 'concat', not {self.pyramid!r}")
+        if self.architecture not in ("cascade", "pspnet", "torchvision"):
+            raise ValueError(f"architecture must be 'cascade', 'pspnet' or 'torchvision', not {self.architecture!r}")
+        pyramids = ("none",) if self.architecture == "torchvision" else ("pool", "atrous", "concat")
+        if self.pyramid not in pyramids:
+            raise ValueError(f"pyramid must be one of {', '.join(map(repr, pyramids))}, not {self.pyramid!r}")
         if self.loss_on not in ("outputs", "labels"):
             raise ValueError(f"loss_on must be 'outputs' or 'labels', not {self.loss_on!r}")
-        if self.architecture not in ("cascade", "pspnet"):
-            raise ValueError(f"architecture must be 'cascade' or 'pspnet', not {self.architecture!r}")
         if self.pyramid == "atrous" and len(self.rates) != len(self.bins):
             raise ValueError(f"atrous pyramid needs one rate per bin: bins {self.bins}, rates {self.rates}")
         if self.num_classes < 1:
