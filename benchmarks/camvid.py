@@ -1,170 +1,181 @@
-"""ICNet against AtICNet on real CamVid, from scratch, with the same recipe and seeds.
+"""CamVid from scratch, scored on a drive the model never trained on.
 
-    python benchmarks/camvid.py --data-root ../shared/camvid --out runs/camvid            # full: 2 seeds
-    python benchmarks/camvid.py --data-root ../shared/camvid --out runs/camvid_quick --quick
+CamVid's file-name prefixes are drives. Every val frame is drive 0016E5, which also gives 204 of the
+367 training frames, so val scores a model on near-copies of frames it trained on. Here models train
+on CamVid train without drive 0006R0 (266 frames) and are scored on 0006R0 (101 frames); val (0016E5)
+is reported beside it, labelled as the training drive.
 
-Writes under --out: one run directory per model and seed (each loadable with --weights),
-results.json and results.md (val mIoU, per-class IoU, parameters, latency, training
-time; mean and spread over seeds), curves.png and comparison.png (the paper's Fig. 4
-layout on CamVid val). The recipe is configs/camvid.yaml; --quick shortens the schedule.
+    python benchmarks/camvid.py experiments --data-root ../shared/camvid --out runs/camvid   # the recipe's
+    python benchmarks/camvid.py claim --data-root ../shared/camvid --out runs/camvid         # models x seeds
+    python benchmarks/camvid.py final --data-root ../shared/camvid --out runs/camvid         # on train+val
+    python benchmarks/camvid.py claim ... --quick                                            # a smoke run
+
+``experiments`` runs each recipe change of EXPERIMENTS on configs/camvid_baseline.yaml (ICNet, seed 0)
+and writes benchmarks/camvid_experiments.md. ``claim`` trains ICNet and AtICNet (3 seeds), AtICNet's
+two changes alone (2 seeds) and torchvision's LR-ASPP (1 seed) with configs/camvid.yaml, and writes
+results.md/json, curves.png and comparison.png (held-out frames) under --out/claim. ``final`` trains
+ICNet and AtICNet on train+val (468 frames) for anyone who has the standard test split:
+``aticnet evaluate --weights runs/camvid/final/icnet --dataset camvid --data-root CAMVID --split test``.
+Runs resume from their checkpoints and finished runs are reused: stop and start again at will.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import platform
-import statistics
+import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from aticnet.analyze import count_parameters, measure_latency
-from aticnet.checkpoint import load_model
-from aticnet.config import load_config
-from aticnet.data import EvalTransform, build_dataset
-from aticnet.train import train
-from aticnet.visualize import comparison_figure, curves_figure
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import camvid_report as report  # noqa: E402
 
-RECIPE = Path(__file__).resolve().parents[1] / "configs" / "camvid.yaml"
-QUICK = {"max_steps": 500, "eval_every": 250, "save_every": 250}  # about 6 minutes per model on 2 CPU cores
+from aticnet.analyze import count_parameters  # noqa: E402
+from aticnet.benchmark.machine import cpu_info  # noqa: E402
+from aticnet.checkpoint import load_model  # noqa: E402
+from aticnet.config import load_config  # noqa: E402
+from aticnet.evaluate import evaluate_weights  # noqa: E402
+from aticnet.io import write_json, write_text  # noqa: E402
+from aticnet.timing import measure_latency  # noqa: E402
+from aticnet.train import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "configs" / "camvid_baseline.yaml"
+RECIPE = ROOT / "configs" / "camvid.yaml"
+HELD_OUT = "0006R0"
+QUICK = {"max_steps": 300, "eval_every": 150, "save_every": 150}
+
+# Recipe experiments: each is configs/camvid_baseline.yaml with these changes, ICNet, seed 0.
+EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("baseline", "the first sessions' recipe (tuned on val)", {}),
+    ("decay_weights", "weight decay on conv weights only (the originals' scope)", {"weight_decay_scope": "weights"}),
+    ("jitter", "photometric: ColorJitter 0.4 0.4 0.4 0.05", {"color_jitter": [0.4, 0.4, 0.4, 0.05]}),
+    ("scale_0.5_2", "the paper's scale range 0.5-2.0", {"scale_range": [0.5, 2.0]}),
+    ("ema", "moving average of the weights, decay 0.998", {"ema_decay": 0.998}),
+    ("ohem", "OHEM: pixels below p = 0.7, at least 10000", {"loss": "ohem"}),
+    ("frames", "whole 360x480 frames (1800 steps: the same pixels seen)", {"crop_size": [360, 480], "max_steps": 1800}),
+    ("bf16", "bf16 autocast, same steps", {"precision": "bf16"}),
+    ("bf16_5000", "bf16 autocast, 5000 steps (on AMX about the minutes of 3000 in fp32)",
+     {"precision": "bf16", "max_steps": 5000}),
+]
+CLAIM = {"icnet": 3, "aticnet": 3, "icnet_s5x2": 2, "icnet_atrous": 2, "lraspp_mobilenet_v3": 1}
+PAIRS = [("icnet", "aticnet"), ("icnet", "icnet_s5x2"), ("icnet", "icnet_atrous"), ("icnet", "lraspp_mobilenet_v3")]
 
 
-def run_one(model: str, seed: int, args: argparse.Namespace) -> dict:
-    run_dir = Path(args.out) / f"{model}_seed{seed}"
-    config = load_config(RECIPE, model=model, seed=seed, data_root=args.data_root, out=str(run_dir), **(QUICK if args.quick else {}))
-    if args.steps:
-        config = dataclasses.replace(config, max_steps=args.steps, eval_every=max(1, args.steps // 4), save_every=max(1, args.steps // 4))
-    if (run_dir / "model.safetensors").is_file() and (run_dir / "summary.json").is_file() and not args.retrain:
-        print(f"== {run_dir} is done; reusing it (--retrain to train again) ==", flush=True)
-        return json.loads((run_dir / "summary.json").read_text())
-    resume = "auto" if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*.pt")) else None
-    config = dataclasses.replace(config, resume=resume)
-    print(f"== {model}, seed {seed}: {config.max_steps} steps -> {run_dir} ==", flush=True)
+def command_for(config: Path, overrides: dict[str, Any], data_root: str) -> str:
+    """The ``aticnet train`` command that trains this run."""
+    words = ["aticnet", "train", "--config", str(config.relative_to(ROOT)), "--data-root", data_root]
+    for key, value in overrides.items():
+        if key == "data_root":
+            continue
+        words.append("--" + key.replace("_", "-"))
+        words += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    return shlex.join(words)
+
+
+def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argparse.Namespace, *, latency: bool) -> dict:
+    """Train one run (or reuse it when finished, resume it when stopped); returns its summary."""
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file() and (run_dir / "model.safetensors").is_file() and not args.retrain:
+        import json
+
+        print(f"== {run_dir} is done; reusing it ==", flush=True)
+        return json.loads(summary_path.read_text())
+    overrides = {**overrides, **(QUICK if args.quick else {}), "out": str(run_dir)}
+    command = command_for(config, overrides, args.data_root)
+    resume = "auto" if any((run_dir / "checkpoints").glob("step_*.pt")) else None
+    cfg = load_config(config, data_root=args.data_root, resume=resume, **overrides)
+    print(f"== {command} ({'resuming' if resume else 'new'}) ==", flush=True)
     start = time.perf_counter()
-    summary = train(config)
-    seconds = time.perf_counter() - start
+    summary = train(cfg)
+    minutes = (time.perf_counter() - start) / 60
     net, _ = load_model(run_dir)
     result = {
-        "model": model,
-        "seed": seed,
-        "run_dir": str(run_dir),
-        "steps": summary["step"],
-        "miou": summary["scores"]["miou"],
-        "pixel_accuracy": summary["scores"]["pixel_accuracy"],
-        "per_class_iou": summary["scores"]["per_class_iou"],
-        "params": count_parameters(net)["total"],
-        "latency_ms_360x480": measure_latency(net, (360, 480), runs=10, warmup=2),
-        "train_minutes": seconds / 60,
-        "resumed": resume is not None,
+        "model": cfg.model, "seed": cfg.seed, "run_dir": str(run_dir), "command": command, "steps": summary["step"],
+        "precision": cfg.precision, "train_minutes": minutes, "resumed": resume is not None,
+        "params": count_parameters(net)["total"], "cpu": cpu_description(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
-    (run_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    if cfg.holdout_drive:  # the final evaluation was on the held-out drive; val is the training drive
+        scores = summary["scores"]
+        result.update(miou=scores["miou"], pixel_accuracy=scores["pixel_accuracy"], per_class_iou=scores["per_class_iou"])
+        val = evaluate_weights(run_dir, "camvid", args.data_root, "val", device="cpu", workers=0, progress=False)
+        result["val_miou"] = val["miou"]
+    if latency:
+        result["latency_ms_360x480"] = measure_latency(net, (360, 480), runs=10, warmup=2)
+    write_json(summary_path, result)
     return result
 
 
-def mean_or_none(values: list[float | None]) -> float | None:
-    """Mean of the defined values in percent; None when a class was never scored (null in every run)."""
-    defined = [100 * v for v in values if v is not None]
-    return statistics.mean(defined) if defined else None
+def cpu_description() -> str:
+    info = cpu_info()
+    flags = [f for f in ("amx_bf16", "avx512_bf16") if info.get(f)]
+    return f"{info['model']}" + (f" ({', '.join(flags)})" if flags else "")
 
 
-def summarize(results: list[dict], models: list[str]) -> dict:
-    table = {}
-    for m in models:
-        rs = [r for r in results if r["model"] == m]
-        mious = [100 * r["miou"] for r in rs]
-        table[m] = {
-            "seeds": [r["seed"] for r in rs],
-            "miou": mious,
-            "miou_mean": statistics.mean(mious),
-            "miou_std": statistics.stdev(mious) if len(mious) > 1 else None,
-            "params": rs[0]["params"],
-            "latency_ms_360x480": statistics.median(r["latency_ms_360x480"] for r in rs),
-            # a resumed run's clock covers only its last segment, so it is left out when others exist
-            "train_minutes": statistics.mean(r["train_minutes"] for r in ([r for r in rs if not r["resumed"]] or rs)),
-            "per_class_iou": {c: mean_or_none([r["per_class_iou"][c] for r in rs]) for c in rs[0]["per_class_iou"]},
-        }
-    return table
-
-
-def format_iou(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def format_markdown(table: dict, results: list[dict]) -> str:
-    models = list(table)
-    lines = [
-        "| model | val mIoU per seed | mean ± std | parameters | CPU latency 360x480 | training time per run |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for m, t in table.items():
-        std = f" ± {t['miou_std']:.1f}" if t["miou_std"] is not None else ""
-        lines.append(
-            f"| {m} | {', '.join(f'{v:.1f}' for v in t['miou'])} | {t['miou_mean']:.1f}{std} | {t['params'] / 1e6:.2f} M | "
-            f"{t['latency_ms_360x480']:.0f} ms | {t['train_minutes']:.0f} min |"
-        )
-    if len(models) == 2:
-        a, b = (table[m] for m in models)
-        diff = b["miou_mean"] - a["miou_mean"]
-        if a["miou_std"] is None or b["miou_std"] is None:
-            lines += ["", f"{models[1]} − {models[0]}: {diff:+.1f} mIoU, from one seed: no spread to judge it by."]
-        else:
-            spread = max(a["miou_std"], b["miou_std"])
-            verdict = "larger" if abs(diff) > spread else "not larger"
-            lines += ["", f"{models[1]} − {models[0]}: {diff:+.1f} mIoU; the seed spread (largest std) is {spread:.1f}: "
-                          f"the difference is {verdict} than the spread."]
-    lines += ["", "| class | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
-    for c in table[models[0]]["per_class_iou"]:
-        lines.append(f"| {c} | " + " | ".join(format_iou(table[m]["per_class_iou"][c]) for m in models) + " |")
-    lines += ["", f"Command: `python {' '.join(sys.argv)}`",
-              f"Hardware: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-              f"training time summed over runs {sum(r['train_minutes'] for r in results):.0f} min."]
-    resumed = [f"{r['model']} seed {r['seed']}" for r in results if r["resumed"]]
-    if resumed:
-        lines.append(f"Resumed from a checkpoint (their time counts only the last segment): {', '.join(resumed)}.")
-    return "\n".join(lines)
-
-
-def figures(results: list[dict], models: list[str], args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    first = [next(r for r in results if r["model"] == m) for m in models]
-    curves_figure([r["run_dir"] for r in results], out / "curves.png", labels=[f"{r['model']} s{r['seed']}" for r in results])
-    nets = {r["model"]: load_model(r["run_dir"]) for r in first}
-    net, meta = nets[models[0]]
-    val = build_dataset("camvid", args.data_root, "val", transform=EvalTransform(mean=net.config.mean, std=net.config.std))
+def experiments(args: argparse.Namespace) -> None:
+    out = Path(args.out) / "experiments"
     rows = []
-    with torch.inference_mode():
-        for i in sorted({0, len(val) // 2, len(val) - 1}):
-            image, label = val.read(i)
-            x, _ = val[i]
-            rows.append({"image": image.permute(1, 2, 0), "label": label,
-                         "predictions": {m: n(x[None]).argmax(1)[0] for m, (n, _) in nets.items()}})
-    comparison_figure(rows, meta["colors"], meta["classes"], out / "comparison.png", title="CamVid val (seed 0 runs)")
+    for name, change, overrides in EXPERIMENTS:
+        if args.only and name not in args.only:
+            continue
+        for seed in range(args.seeds or 1):
+            r = run_one(BASELINE, {**overrides, "seed": seed}, out / f"{name}_seed{seed}", args, latency=False)
+            rows.append({**r, "name": name, "change": change})
+    table = report.format_experiments(rows, HELD_OUT)
+    print(table)
+    if not args.quick and not args.only:
+        write_text(ROOT / "benchmarks" / "camvid_experiments.md", "# CamVid recipe experiments\n\n"
+                   "From `python benchmarks/camvid.py experiments --data-root ../shared/camvid --out runs/camvid`; "
+                   "written by the script from the runs' summaries.\n\n" + table + "\n\n" + hardware_line(rows) + "\n")
+
+
+def claim(args: argparse.Namespace) -> None:
+    out = Path(args.out) / "claim"
+    plan = {m: n for m, n in CLAIM.items() if not args.models or m in args.models}
+    results = [run_one(RECIPE, {"model": m, "seed": s}, out / f"{m}_seed{s}", args, latency=True)
+               for s in range(max(plan.values())) for m, n in plan.items() if s < (1 if args.quick else args.seeds or n)]
+    models = list(plan)
+    table = report.summarize(results, models)
+    text = report.format_claim(table, results, [p for p in PAIRS if set(p) <= set(models)], HELD_OUT)
+    text += "\n\n" + hardware_line(results) + f"\nCommand: `python {shlex.join(sys.argv)}`"
+    write_json(out / "results.json", {"runs": results, "summary": table})
+    write_text(out / "results.md", text + "\n")
+    report.figures(results, [m for m in ("icnet", "aticnet") if m in models] or models[:1], out, args.data_root, HELD_OUT)
+    print(text)
+
+
+def final(args: argparse.Namespace) -> None:
+    out = Path(args.out) / "final"
+    everything = {"train_split": "train+val", "holdout_drive": "", "val_split": ""}
+    results = [run_one(RECIPE, {**everything, "model": m, "seed": 0}, out / m, args, latency=False)
+               for m in ("icnet", "aticnet")]
+    for r in results:
+        print(f"{r['model']}: {r['steps']} steps on train+val in {r['train_minutes']:.0f} min -> {r['run_dir']}")
+
+
+def hardware_line(results: list[dict]) -> str:
+    cpus = sorted({r["cpu"] for r in results})
+    minutes = sum(r["train_minutes"] for r in results)
+    return (f"Hardware: {', '.join(cpus)} ({results[0]['threads']} threads), torch {results[0]['torch']}; "
+            f"{len(results)} runs, {minutes:.0f} training minutes in all.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", required=True, help="CamVid in the SegNet layout (train/, trainannot/, val/, valannot/)")
+    parser.add_argument("protocol", choices=["experiments", "claim", "final"])
+    parser.add_argument("--data-root", required=True, help="CamVid in the SegNet layout (train/, trainannot/, val/, ...)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--quick", action="store_true", help="a short schedule (under 20 minutes for both models)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default 2, --quick 1)")
-    parser.add_argument("--models", default="icnet,aticnet")
-    parser.add_argument("--steps", type=int, default=None, help="override the schedule's length")
+    parser.add_argument("--quick", action="store_true", help="300 steps, one seed: a smoke run of the whole protocol")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the protocol's)")
+    parser.add_argument("--models", nargs="+", default=None, help="claim: only these models")
+    parser.add_argument("--only", nargs="+", default=None, help="experiments: only these")
     parser.add_argument("--retrain", action="store_true", help="train again even when a run is complete")
     args = parser.parse_args()
-    seeds = args.seeds or (1 if args.quick else 2)
-    models = args.models.split(",")
-    results = [run_one(m, s, args) for s in range(seeds) for m in models]
-    table = summarize(results, models)
-    markdown = format_markdown(table, results)
-    out = Path(args.out)
-    (out / "results.json").write_text(json.dumps({"runs": results, "summary": table}, indent=2) + "\n")
-    (out / "results.md").write_text(markdown + "\n")
-    figures(results, models, args)
-    print(markdown)
+    {"experiments": experiments, "claim": claim, "final": final}[args.protocol](args)
 
 
 if __name__ == "__main__":

@@ -1,50 +1,68 @@
-"""The CamVid comparison's summary (benchmarks/camvid.py): means, spreads and the verdict on the difference."""
+"""The CamVid protocol's summaries (benchmarks/camvid_report.py) against numbers worked out by hand."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "camvid.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def camvid_script():
-    spec = importlib.util.spec_from_file_location("camvid_benchmark", SCRIPT)
+def report():
+    spec = importlib.util.spec_from_file_location("camvid_report", BENCHMARKS / "camvid_report.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def run(model: str, seed: int, miou: float, minutes: float, resumed: bool = False) -> dict:
+def run(model: str, seed: int, miou: float, minutes: float, resumed: bool = False, val: float | None = 0.7) -> dict:
     return {
         "model": model, "seed": seed, "run_dir": f"runs/{model}_seed{seed}", "steps": 3000, "miou": miou,
-        "pixel_accuracy": 0.9, "per_class_iou": {"Sky": miou, "Pole": None}, "params": 1_000_000,
+        "val_miou": val, "pixel_accuracy": 0.9, "per_class_iou": {"Sky": miou, "Pole": None}, "params": 1_000_000,
         "latency_ms_360x480": 40.0 + seed, "train_minutes": minutes, "resumed": resumed,
     }
 
 
-def test_summary_means_spreads_and_verdict(camvid_script):
+def test_summary_means_spreads_and_times(report):
     results = [run("icnet", 0, 0.60, 30), run("aticnet", 0, 0.62, 10, resumed=True),
-               run("icnet", 1, 0.58, 32), run("aticnet", 1, 0.64, 34)]
-    table = camvid_script.summarize(results, ["icnet", "aticnet"])
+               run("icnet", 1, 0.58, 32, val=0.8), run("aticnet", 1, 0.64, 34)]
+    table = report.summarize(results, ["icnet", "aticnet"])
     # by hand: icnet 59 ± 1.414 (sample std of 60, 58), aticnet 63 ± 1.414
-    assert table["icnet"]["miou_mean"] == pytest.approx(59.0)
-    assert table["icnet"]["miou_std"] == pytest.approx(2**0.5)
+    assert table["icnet"]["miou_mean"] == pytest.approx(59.0) and table["icnet"]["miou_std"] == pytest.approx(2**0.5)
     assert table["aticnet"]["miou_mean"] == pytest.approx(63.0)
+    assert table["icnet"]["val_miou_mean"] == pytest.approx(75.0)
     assert table["icnet"]["train_minutes"] == pytest.approx(31.0)
     assert table["aticnet"]["train_minutes"] == pytest.approx(34.0)  # the resumed run's partial clock is left out
     assert table["icnet"]["per_class_iou"] == {"Sky": pytest.approx(59.0), "Pole": None}
-    text = camvid_script.format_markdown(table, results)
-    assert "| icnet | 60.0, 58.0 | 59.0 ± 1.4 | 1.00 M | 40 ms | 31 min |" in text
-    assert "aticnet − icnet: +4.0 mIoU; the seed spread (largest std) is 1.4: the difference is larger than the spread." in text
+
+
+def test_paired_difference_and_its_interval_by_hand(report):
+    results = [run("icnet", s, m, 30) for s, m in enumerate([0.50, 0.52, 0.54])]
+    results += [run("aticnet", s, m, 30) for s, m in enumerate([0.51, 0.55, 0.55])]
+    d = report.paired_difference(results, "icnet", "aticnet")
+    # differences 1, 3, 1: mean 5/3, sample std sqrt(4/3), half-width 4.303 * sqrt(4/3) / sqrt(3)
+    assert d["diffs"] == pytest.approx([1.0, 3.0, 1.0])
+    assert d["mean"] == pytest.approx(5 / 3) and d["std"] == pytest.approx((4 / 3) ** 0.5)
+    half = 4.303 * (4 / 3) ** 0.5 / 3**0.5
+    assert d["ci95"] == pytest.approx((5 / 3 - half, 5 / 3 + half))
+    assert report.verdict(d).startswith("not separable")  # -0.20 < 0 < 3.5
+    clear = report.paired_difference(results + [run("x", s, 0.40, 1) for s in range(3)], "icnet", "x")
+    assert report.verdict(clear).startswith("worse, beyond")
+    assert report.paired_difference(results, "icnet", "pspnet") is None
+    single = report.paired_difference(results[:1] + results[3:4], "icnet", "aticnet")
+    assert single["ci95"] is None and report.verdict(single) == "one seed: no interval to judge it by"
+
+
+def test_claim_and_experiment_tables(report):
+    results = [run("icnet", 0, 0.60, 30), run("aticnet", 0, 0.62, 31), run("icnet", 1, 0.58, 32),
+               run("aticnet", 1, 0.64, 34)]
+    text = report.format_claim(report.summarize(results, ["icnet", "aticnet"]), results, [("icnet", "aticnet")], "0006R0")
+    assert "| icnet | 60.0, 58.0 | 59.0 ± 1.4 | 70.0 | 1.00 M | 40 ms | 31 min |" in text
+    assert "- aticnet − icnet, paired by seed (+2.0, +6.0): mean +4.0, std 2.8, 95% interval [-21.4, +29.4]" in text
     assert "| Pole | - | - |" in text
-    assert "Resumed from a checkpoint (their time counts only the last segment): aticnet seed 0." in text
-
-
-def test_one_seed_has_no_spread_to_judge_by(camvid_script):
-    results = [run("icnet", 0, 0.60, 30), run("aticnet", 0, 0.61, 31)]
-    text = camvid_script.format_markdown(camvid_script.summarize(results, ["icnet", "aticnet"]), results)
-    assert "aticnet − icnet: +1.0 mIoU, from one seed: no spread to judge it by." in text
+    rows = [{**run("icnet", 0, 0.512, 20.4, val=None), "name": "jitter", "change": "ColorJitter", "command": "aticnet x"}]
+    assert "| jitter (seed 0) | ColorJitter | 51.2 | - | 3000 | 20 | `aticnet x` |" in report.format_experiments(rows, "D")

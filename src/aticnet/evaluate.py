@@ -98,6 +98,7 @@ def evaluate_weights(
     scales: Sequence[float] = (1.0,),
     precision: str = "32",
     drives: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Scores of saved weights (a run directory or ``.safetensors``) on a labelled split, as :func:`evaluate`."""
     from .checkpoint import load_model
@@ -113,4 +114,4 @@ def evaluate_weights(
         raise UserError(f"{weights}: the model predicts {model.config.num_classes} classes, {dataset} has {data.num_classes}")
     loader = eval_loader(data, workers=workers, max_images=max_images)
     return evaluate(model, loader, num_classes=data.num_classes, class_names=data.classes, device=device_, flip=flip,
-                    scales=scales, precision=precision)
+                    scales=scales, precision=precision, progress=progress)
