@@ -39,6 +39,7 @@ from aticnet.checkpoint import load_model  # noqa: E402
 from aticnet.config import load_config  # noqa: E402
 from aticnet.evaluate import evaluate_weights  # noqa: E402
 from aticnet.io import write_json, write_text  # noqa: E402
+from aticnet.runlog import read_metrics  # noqa: E402
 from aticnet.timing import measure_latency  # noqa: E402
 from aticnet.train import train  # noqa: E402
 
@@ -60,6 +61,9 @@ EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
     ("bf16", "bf16 autocast, same steps", {"precision": "bf16"}),
     ("bf16_5000", "bf16 autocast, 5000 steps (on AMX about the minutes of 3000 in fp32)",
      {"precision": "bf16", "max_steps": 5000}),
+    ("decay_0.01", "AdamW's usual decoupled weight decay 0.01, conv weights only",
+     {"weight_decay": 0.01, "weight_decay_scope": "weights"}),
+    ("dropout", "dropout 0.1 before the classifier", {"model_options": {"dropout": 0.1}}),
 ]
 CLAIM = {"icnet": 3, "aticnet": 3, "icnet_s5x2": 2, "icnet_atrous": 2, "lraspp_mobilenet_v3": 1}
 PAIRS = [("icnet", "aticnet"), ("icnet", "icnet_s5x2"), ("icnet", "icnet_atrous"), ("icnet", "lraspp_mobilenet_v3")]
@@ -72,7 +76,10 @@ def command_for(config: Path, overrides: dict[str, Any], data_root: str) -> str:
         if key == "data_root":
             continue
         words.append("--" + key.replace("_", "-"))
-        words += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        if isinstance(value, dict):  # a YAML flow mapping
+            words.append("{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}")
+        else:
+            words += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     return shlex.join(words)
 
 
@@ -83,7 +90,9 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
         import json
 
         print(f"== {run_dir} is done; reusing it ==", flush=True)
-        return json.loads(summary_path.read_text())
+        result = json.loads(summary_path.read_text())
+        batch = load_config(run_dir / "config.yaml").batch_size
+        return {**result, "train_minutes": report.minutes_alone(read_metrics(run_dir / "metrics.jsonl"), batch)}
     overrides = {**overrides, **(QUICK if args.quick else {}), "out": str(run_dir)}
     command = command_for(config, overrides, args.data_root)
     resume = "auto" if any((run_dir / "checkpoints").glob("step_*.pt")) else None
@@ -91,11 +100,12 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     print(f"== {command} ({'resuming' if resume else 'new'}) ==", flush=True)
     start = time.perf_counter()
     summary = train(cfg)
-    minutes = (time.perf_counter() - start) / 60
+    wall_minutes = (time.perf_counter() - start) / 60
     net, _ = load_model(run_dir)
     result = {
         "model": cfg.model, "seed": cfg.seed, "run_dir": str(run_dir), "command": command, "steps": summary["step"],
-        "precision": cfg.precision, "train_minutes": minutes, "resumed": resume is not None,
+        "precision": cfg.precision, "resumed": resume is not None, "wall_minutes": wall_minutes,
+        "train_minutes": report.minutes_alone(read_metrics(run_dir / "metrics.jsonl"), cfg.batch_size),
         "params": count_parameters(net)["total"], "cpu": cpu_description(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }

@@ -36,7 +36,7 @@ def test_summary_means_spreads_and_times(report):
     assert table["aticnet"]["miou_mean"] == pytest.approx(63.0)
     assert table["icnet"]["val_miou_mean"] == pytest.approx(75.0)
     assert table["icnet"]["train_minutes"] == pytest.approx(31.0)
-    assert table["aticnet"]["train_minutes"] == pytest.approx(34.0)  # the resumed run's partial clock is left out
+    assert table["aticnet"]["train_minutes"] == pytest.approx(22.0)
     assert table["icnet"]["per_class_iou"] == {"Sky": pytest.approx(59.0), "Pole": None}
 
 
@@ -66,3 +66,10 @@ def test_claim_and_experiment_tables(report):
     assert "| Pole | - | - |" in text
     rows = [{**run("icnet", 0, 0.512, 20.4, val=None), "name": "jitter", "change": "ColorJitter", "command": "aticnet x"}]
     assert "| jitter (seed 0) | ColorJitter | 51.2 | - | 3000 | 20 | `aticnet x` |" in report.format_experiments(rows, "D")
+
+
+def test_minutes_alone_take_the_median_step_and_the_evaluations(report):
+    rows = [{"kind": "train", "step": 20, "images_per_s": 16.0}, {"kind": "train", "step": 40, "images_per_s": 1.0},
+            {"kind": "eval", "step": 40, "seconds": 30.0}, {"kind": "train", "step": 60, "images_per_s": 20.0}]
+    # batch 8: 0.5, 8 and 0.4 s per step; the median 0.5 s x 60 steps + 30 s of evaluation = 1 min
+    assert report.minutes_alone(rows, 8) == pytest.approx(1.0)

@@ -170,3 +170,21 @@ def test_predict_logits_averages_flipped_and_scaled_views():
         half = torch.nn.functional.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False)
         up = torch.nn.functional.interpolate(model(half), size=(48, 64), mode="bilinear", align_corners=False)
         torch.testing.assert_close(scaled, up.softmax(1) + model(x).softmax(1))
+
+
+def test_flags_of_every_kind_reach_the_config():
+    from aticnet.cli import build_parser
+    from aticnet.cli.train import config_from_args
+
+    args = build_parser().parse_args([
+        "train", "--model-options", "{dropout: 0.1, rates: [12, 8, 4, 2]}", "--crop-size", "360", "480",
+        "--aux-weights", "tensorflow", "--color-jitter", "0.4", "0.4", "0.4", "0.05", "--weight-decay", "1e-2",
+        "--holdout-drive", "0006R0", "--no-eval-flip", "--scale-range", "1", "2"])
+    config = config_from_args(args)
+    assert config.model_options == {"dropout": 0.1, "rates": (12, 8, 4, 2)}
+    assert config.crop_hw == (360, 480) and config.resolved_aux_weights == (0.16, 0.4)
+    assert config.color_jitter == (0.4, 0.4, 0.4, 0.05) and config.weight_decay == 0.01
+    assert config.holdout_drive == "0006R0" and config.eval_flip is False and config.scale_range == (1.0, 2.0)
+    assert config_from_args(build_parser().parse_args(["train", "--crop-size", "320"])).crop_hw == (320, 320)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--model-options", "dropout"])

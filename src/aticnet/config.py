@@ -34,7 +34,7 @@ class TrainConfig:
     # model
     model: str = option("aticnet", "icnet, aticnet, pspnet, icnet_s5x2, icnet_atrous")
     width: float | None = option(None, "channel multiplier; empty = the model's own (0.5 ICNet, 1.0 PSPNet)")
-    model_options: dict[str, Any] = option({}, "more ModelConfig fields, e.g. {rates: [1, 2, 3, 4]} (YAML only)")
+    model_options: dict[str, Any] = option({}, "more ModelConfig fields, e.g. '{rates: [12, 8, 4, 2], dropout: 0.1}'")
     # data
     dataset: str = option("synthetic", "cityscapes, camvid, folder, synthetic")
     data_root: str = option("data/synthetic", "the data set's top folder")
@@ -224,6 +224,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             raise UserError(f"unknown option {name!r}")
         if value is not None:
             values[name] = _check_type(name, value, hints[name], "command line")
+            if name == "model_options":
+                values[name] = _check_model_options(values[name], "command line")
     return TrainConfig(**values)
 
 

@@ -14,9 +14,6 @@ from typing import Any
 
 from .common import add_json, subcommand, write_report
 
-YAML_ONLY = {"model_options"}
-
-
 def add_parser(subparsers: Any) -> None:
     from ..config import TrainConfig, field_help, union_members
 
@@ -27,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
     helps = field_help()
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        if f.name in YAML_ONLY or f.name == "resume":
+        if f.name == "resume":
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -35,12 +32,27 @@ def add_parser(subparsers: Any) -> None:
         members = union_members(hints[f.name])
         if members == [bool]:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(members[0]) is dict:
+            p.add_argument(flag, type=_yaml_mapping, default=None, metavar="YAML", help=help_text)
         elif any(typing.get_origin(m) is tuple for m in members):  # several words, typed by load_config
             p.add_argument(flag, nargs="+", type=_number_or_word, default=None, metavar="V", help=help_text)
         else:
             p.add_argument(flag, type=members[0], default=None, metavar=f.name.upper(), help=help_text)
     add_json(p, "the run's summary")
     p.set_defaults(func=run)
+
+
+def _yaml_mapping(text: str) -> dict[str, Any]:
+    """A flag's mapping in YAML flow style: '{dropout: 0.1, rates: [12, 8, 4, 2]}'."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{dropout: 0.1}}', not {text!r}")
+    return value
 
 
 def _number_or_word(text: str) -> int | float | str:
@@ -58,7 +70,7 @@ def config_from_args(args: argparse.Namespace):
     from ..config import TrainConfig, load_config
     from ..errors import UserError
 
-    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in YAML_ONLY]
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
     overrides = {name: getattr(args, name) for name in names}
     path = args.config
     if path is None and args.resume:
