@@ -69,13 +69,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UnreadableCheckpoint(f"{path}: not a readable checkpoint ({e.__class__.__name__}: {str(e)[:120]})") from None
 
 
-def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> None:
-    """Write the model's weights as safetensors with the model config and ``meta`` (classes...)."""
+def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any], *, sidecar: bool = True) -> None:
+    """Write the model's weights as safetensors with the model config and ``meta`` (classes...) in its
+    metadata, and (``sidecar``) the same as readable JSON beside it (``model.json``)."""
     model = getattr(model, "module", model)  # unwrap DDP
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"model_config": json.dumps(model.config.to_dict()), **{k: json.dumps(v) for k, v in meta.items()}}
     atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
-    write_json(Path(path).with_suffix(".json"), {"model_config": model.config.to_dict(), **meta})
+    if sidecar:
+        write_json(Path(path).with_suffix(".json"), {"model_config": model.config.to_dict(), **meta})
 
 
 def resolve_weights(path: str | Path) -> Path:

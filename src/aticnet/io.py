@@ -20,11 +20,11 @@ from .errors import DataError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
-def _decode(path: str | Path, mode: ImageReadMode) -> torch.Tensor:
+def _decode(path: str | Path, mode: ImageReadMode, exif: bool = False) -> torch.Tensor:
     """``decode_image`` whose failures are a :class:`DataError` naming the file."""
     path = Path(path)
     try:
-        return decode_image(str(path), mode=mode)
+        return decode_image(str(path), mode=mode, apply_exif_orientation=exif)
     except (RuntimeError, ValueError, OSError) as e:
         if not path.is_file():
             raise DataError(path, "file not found") from None
@@ -34,9 +34,11 @@ def _decode(path: str | Path, mode: ImageReadMode) -> torch.Tensor:
         raise DataError(path, f"cannot decode image ({reason})") from None
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as a 3 x H x W uint8 RGB tensor (grey, palette and RGBA converted; 16-bit scaled to 8)."""
-    image = _decode(path, ImageReadMode.RGB)
+def read_image(path: str | Path, *, exif: bool = False) -> torch.Tensor:
+    """An image file as a 3 x H x W uint8 RGB tensor (grey, palette and RGBA converted; 16-bit scaled to 8).
+
+    ``exif``: turn a photo upright as its EXIF orientation says (data sets are stored upright already)."""
+    image = _decode(path, ImageReadMode.RGB, exif)
     if image.dtype != torch.uint8:
         image = F.to_dtype(image, torch.uint8, scale=True)
     return image
@@ -55,13 +57,20 @@ def read_label_map(path: str | Path) -> torch.Tensor:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image file from its header, without decoding the pixels."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            w, h = img.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
+    except Image.DecompressionBombError:
+        raise DataError(path, f"over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (PIL's guard against "
+                              "decompression bombs)") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(path, f"not a readable image ({e.__class__.__name__})") from None
     return h, w
@@ -77,9 +86,9 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a saved file gets the usual mode
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp (and safetensors, which replaces the file) make 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
