@@ -1,23 +1,25 @@
 """Using a trained model from Python.
 
 >>> import aticnet
->>> m = aticnet.load("runs/demo/aticnet")          # a run directory, .safetensors, .onnx or TorchScript
+>>> m = aticnet.load("runs/demo/aticnet")          # a run, .safetensors, .onnx, OpenVINO .xml or TorchScript
 >>> labels = m.predict("street.png")               # H x W train ids (uint8 tensor) at the image's size
 >>> picture = aticnet.overlay(image, labels, m.colors)
+>>> fast = aticnet.load("model.int8.xml", precision="bf16", infer_scale=0.75)   # OpenVINO int8, 3/4 size
 
 ``predict`` takes a path, a PIL image, an H x W x 3 uint8 numpy array (float arrays are
 [0, 1]) or a 3 x H x W tensor (uint8, or float in [0, 1]). The image is scaled to [0, 1]
 and normalised with the model's own ``config.mean`` / ``config.std``, so the caller never
-normalises. ``m.model`` is the ``nn.Module`` (eval mode: logits at the input's size);
-an ONNX model runs through onnxruntime and has no ``m.model``.
+normalises. The network runs on one of three engines (``backend``: torch, onnxruntime,
+openvino; :mod:`aticnet.deploy.backends`) and returns low-resolution logits; the labels
+at the image's size come from :func:`aticnet.deploy.labels.labels_from_logits`, equal
+to the models' own bilinear upsample + argmax and several times faster. ``m.model`` is
+the ``nn.Module`` when the engine is PyTorch.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .deploy.backends import (
+    BACKENDS,
+    OpenVINORunner,
+    TorchRunner,
+    compile_openvino,
+    convert_to_openvino,
+    load_onnx,
+    load_openvino,
+    load_torchscript,
+)
+from .deploy.labels import labels_from_logits
 from .distributed import pick_device
 from .errors import UserError
 from .fast import optimize_for_inference
@@ -34,7 +47,6 @@ from .visualize import colorize as _colorize
 from .visualize import overlay as _overlay
 
 TORCHSCRIPT_EXTENSIONS = (".ts", ".torchscript", ".pt", ".pth")
-META_FILE = "aticnet.json"  # the metadata TorchScript files carry (``_extra_files``)
 
 
 # ----------------------------------------------------------------------------- images
@@ -67,8 +79,7 @@ def to_image_tensor(image: Any) -> Tensor:
 
 def _as_float(images: Sequence[Tensor]) -> Tensor:
     """Same-size 3 x H x W images -> N x 3 x H x W float in [0, 1]."""
-    batch = torch.stack([im.float() / 255 if im.dtype == torch.uint8 else im.float() for im in images])
-    return batch
+    return torch.stack([im.float() / 255 if im.dtype == torch.uint8 else im.float() for im in images])
 
 
 def group_by_size(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
@@ -78,43 +89,6 @@ def group_by_size(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[lis
         groups[tuple(size)].append(i)
     step = max(1, batch_size)
     return [idx[k : k + step] for idx in groups.values() for k in range(0, len(idx), step)]
-
-
-# ----------------------------------------------------------------------------- backends
-class TorchRunner:
-    """N x 3 x H x W normalised float -> N x K x H x W logits with a PyTorch module."""
-
-    def __init__(self, module: nn.Module, device: torch.device) -> None:
-        self.module, self.device = module, device
-        # TorchScript's profiling executor re-profiles every call under inference_mode (seconds per call): no_grad
-        self.grad_off = torch.no_grad if isinstance(module, torch.jit.ScriptModule) else torch.inference_mode
-
-    def __call__(self, x: Tensor) -> Tensor:
-        with self.grad_off():
-            return self.module(x.to(self.device))
-
-
-class OnnxRunner:
-    """The same through an onnxruntime session; a static graph gets its own size (resized in and out)."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        inp = session.get_inputs()[0]
-        self.input_name = inp.name
-        shape = list(inp.shape)
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.fixed_size = tuple(shape[2:4]) if all(isinstance(s, int) for s in shape[2:4]) else None
-
-    def __call__(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        if self.fixed_size and (h, w) != self.fixed_size:
-            x = F.interpolate(x, size=self.fixed_size, mode="bilinear", align_corners=False)
-        chunk = self.fixed_batch or len(x)
-        outs = [self.session.run(None, {self.input_name: x[i : i + chunk].cpu().numpy()})[0] for i in range(0, len(x), chunk)]
-        logits = torch.from_numpy(np.concatenate(outs))
-        if tuple(logits.shape[-2:]) != (h, w):
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        return logits
 
 
 def default_palette(n: int) -> list[list[int]]:
@@ -127,13 +101,23 @@ def default_palette(n: int) -> list[list[int]]:
     return [list(c) for c in CLASS_COLORS] + rng.integers(0, 256, (n - len(CLASS_COLORS), 3)).tolist()
 
 
+def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """(H, W) times ``scale``, rounded, at least 1 pixel."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 # ----------------------------------------------------------------------------- the segmenter
 class Segmenter:
-    """A loaded model ready to segment images (see the module docstring)."""
+    """A loaded model ready to segment images (see the module docstring).
+
+    ``runner`` maps a normalised N x 3 x H x W batch to N x K x H/s x W/s logits (s = its
+    ``output_stride``); ``infer_scale`` runs the network at that multiple of each image's size
+    (labels still come at the image's own size).
+    """
 
     def __init__(
         self,
-        run: Callable[[Tensor], Tensor],
+        runner: Any,
         *,
         num_classes: int,
         mean: Sequence[float],
@@ -143,23 +127,31 @@ class Segmenter:
         device: torch.device | str = "cpu",
         name: str = "model",
         source: str = "",
+        align_corners: bool = True,
+        infer_scale: float = 1.0,
     ) -> None:
         meta = dict(meta or {})
-        self.run = run
+        if infer_scale <= 0:
+            raise UserError(f"infer_scale must be positive, not {infer_scale}")
+        self.run = runner
         self.model = model
         self.meta = meta
         self.num_classes = int(num_classes)
         self.name = name
         self.source = source
         self.device = torch.device(device)
+        self.align_corners = align_corners
+        self.infer_scale = float(infer_scale)
         self.mean = torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1)
         self.std = torch.tensor([float(v) for v in std]).view(1, 3, 1, 1)
         self.classes: list[str] = list(meta.get("classes") or [f"class {i}" for i in range(self.num_classes)])
         self.colors: list[list[int]] = [list(c) for c in (meta.get("colors") or default_palette(self.num_classes))]
-        self.backend = "onnxruntime" if isinstance(run, OnnxRunner) else "torch"
+        self.backend: str = getattr(runner, "backend", "torch")
 
     def __repr__(self) -> str:
-        return f"Segmenter({self.name}, {self.num_classes} classes, {self.backend} on {self.device}, from {self.source})"
+        scale = f", infer_scale {self.infer_scale:g}" if self.infer_scale != 1 else ""
+        return (f"Segmenter({self.name}, {self.num_classes} classes, {self.backend} on {self.device}{scale}, "
+                f"from {self.source})")
 
     @property
     def label_dtype(self) -> torch.dtype:
@@ -169,7 +161,23 @@ class Segmenter:
         """N x 3 x H x W in [0, 1] -> the model's normalised input."""
         return (batch - self.mean.to(batch.device)) / self.std.to(batch.device)
 
-    def logits(self, images: Tensor | Sequence[Any]) -> Tensor:
+    def network_logits(self, x: Tensor, infer_scale: float | None = None) -> Tensor:
+        """Normalised N x 3 x H x W -> the network's N x K x h x w logits (at ``infer_scale`` x the size, then
+        the runner's output stride)."""
+        scale = self.infer_scale if infer_scale is None else infer_scale
+        if scale != 1:
+            x = F.interpolate(x, size=scaled_size(x.shape[-2:], scale), mode="bilinear", align_corners=False,
+                              antialias=scale < 1)
+        if self.backend == "torch":
+            x = x.to(self.device)
+        return self.run(x)
+
+    def labels_of_normalized(self, x: Tensor, infer_scale: float | None = None) -> Tensor:
+        """Normalised N x 3 x H x W -> N x H x W labels at the input's size."""
+        low = self.network_logits(x, infer_scale)
+        return labels_from_logits(low, tuple(x.shape[-2:]), self.align_corners).to("cpu", self.label_dtype)
+
+    def logits(self, images: Tensor | Sequence[Any], infer_scale: float | None = None) -> Tensor:
         """N x K x H x W logits of same-size images (a list, or an N x 3 x H x W tensor in [0, 1] or uint8)."""
         if isinstance(images, Tensor) and images.ndim == 4:
             batch = images.float() / 255 if images.dtype == torch.uint8 else images.float()
@@ -179,25 +187,25 @@ class Segmenter:
             if len(sizes) > 1:
                 raise UserError(f"logits() needs images of one size, got {sorted(sizes)}; use predict_batch")
             batch = _as_float(tensors)
-        if self.backend == "torch":
-            batch = batch.to(self.device)
-        return self.run(self.normalize(batch))
+        low = self.network_logits(self.normalize(batch), infer_scale)
+        if tuple(low.shape[-2:]) == tuple(batch.shape[-2:]):
+            return low
+        return F.interpolate(low, size=batch.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
-    def _labels(self, batch: Tensor) -> Tensor:
-        return self.logits(batch).argmax(1).to("cpu", self.label_dtype)
-
-    def predict(self, image: Any) -> Tensor:
+    def predict(self, image: Any, *, infer_scale: float | None = None) -> Tensor:
         """H x W train ids (uint8, or int64 past 255 classes) of one image, at its own size."""
-        return self._labels(_as_float([to_image_tensor(image)]))[0]
+        return self.labels_of_normalized(self.normalize(_as_float([to_image_tensor(image)])), infer_scale)[0]
 
     __call__ = predict
 
-    def predict_batch(self, images: Iterable[Any], batch_size: int = 8) -> list[Tensor]:
+    def predict_batch(self, images: Iterable[Any], batch_size: int = 8, *, infer_scale: float | None = None
+                      ) -> list[Tensor]:
         """``predict`` for many images; same-size images run together, ``batch_size`` at a time."""
         tensors = [to_image_tensor(im) for im in images]
         results: list[Tensor | None] = [None] * len(tensors)
         for idx in group_by_size([tuple(t.shape[-2:]) for t in tensors], batch_size):
-            for i, labels in zip(idx, self._labels(_as_float([tensors[i] for i in idx]))):
+            batch = self.normalize(_as_float([tensors[i] for i in idx]))
+            for i, labels in zip(idx, self.labels_of_normalized(batch, infer_scale)):
                 results[i] = labels
         return results  # type: ignore[return-value]
 
@@ -214,97 +222,64 @@ class Segmenter:
 
 
 # ----------------------------------------------------------------------------- loading
-def load(weights: str | Path, device: str | torch.device = "cpu", *, fast: bool = True) -> Segmenter:
-    """A :class:`Segmenter` from a run directory, a ``.safetensors`` file, an ``.onnx`` file written by
-    ``aticnet export`` (run with onnxruntime) or a TorchScript file written by ``aticnet export``.
+def load(
+    weights: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    backend: str | None = None,
+    fast: bool = True,
+    infer_scale: float = 1.0,
+    precision: str = "32",
+) -> Segmenter:
+    """A :class:`Segmenter` from any deployable form: a run directory, a ``.safetensors`` file or a saved-pretrained
+    folder (PyTorch, or OpenVINO converted in memory), an ``.onnx`` file (onnxruntime or OpenVINO; fp32 or int8),
+    an OpenVINO IR ``.xml`` (fp32 or int8) or a TorchScript file written by ``aticnet export``.
 
-    With ``fast`` (the default) a PyTorch model runs with its BatchNorms folded into the convs
-    (:func:`aticnet.fast.optimize_for_inference`, float32: the same logits to float rounding);
-    ``m.model`` stays the unmodified module.
+    ``backend`` (torch, onnxruntime, openvino) picks the engine where a file can run on more than one
+    (default: the file's own). ``precision`` "bf16" lets OpenVINO compute in bfloat16 on CPUs that have
+    it (close, not equal, labels). With ``fast`` a PyTorch model runs with its BatchNorms folded into the
+    convs (:func:`aticnet.fast.optimize_for_inference`: the same logits to float rounding); ``m.model``
+    stays the unmodified module.
     """
     path = Path(weights)
+    suffix = path.suffix.lower()
+    if backend is not None and backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     device = pick_device(device)
-    if path.suffix.lower() == ".onnx":
-        return _load_onnx(path, device)
-    if path.suffix.lower() in TORCHSCRIPT_EXTENSIONS:
-        return _load_torchscript(path, device)
+    if suffix in (".onnx", ".xml") or suffix in TORCHSCRIPT_EXTENSIONS:
+        if not path.is_file():
+            raise UserError(f"{path}: weights not found")
+        own = {".onnx": "onnxruntime", ".xml": "openvino"}.get(suffix, "torch")
+        allowed = {".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",)}.get(suffix, ("torch",))
+        chosen = backend or own
+        if chosen not in allowed:
+            raise UserError(f"{path}: a {suffix} file runs on {' or '.join(allowed)}, not {chosen}")
+        if suffix == ".onnx":
+            runner, meta = load_onnx(path, device, chosen, precision)
+        elif suffix == ".xml":
+            runner, meta = load_openvino(path, precision)
+        else:
+            runner, meta = load_torchscript(path, device)
+        config = meta.pop("model_config")
+        on_device = chosen == "torch" or (chosen == "onnxruntime" and "CUDAExecutionProvider" in runner.session.get_providers())
+        return Segmenter(runner, num_classes=config["num_classes"], mean=meta.pop("mean", config.get("mean")),
+                         std=meta.pop("std", config.get("std")), meta=meta, device=device if on_device else "cpu",
+                         model=getattr(runner, "module", None), name=config.get("name", path.stem), source=str(path),
+                         align_corners=config.get("align_corners", True), infer_scale=infer_scale)
     from .checkpoint import load_model
 
     model, meta = load_model(path, device)
     cfg = model.config
-    runner = optimize_for_inference(model) if fast else model
-    return Segmenter(TorchRunner(runner, device), num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std, meta=meta,
-                     model=model, device=device, name=cfg.name, source=str(path))
-
-
-def _load_onnx(path: Path, device: torch.device) -> Segmenter:
-    if not path.is_file():
-        raise UserError(f"{path}: weights not found")
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UserError(f"{path}: running ONNX models needs onnxruntime (pip install 'aticnet[export]')") from None
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(path), providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise UserError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from None
-    meta = _decode_meta(_json_values(session.get_modelmeta().custom_metadata_map), path)
-    config = meta.pop("model_config", {}) or {}
-    return Segmenter(OnnxRunner(session), num_classes=config.get("num_classes", len(meta.get("classes", []))),
-                     mean=meta.pop("mean", config.get("mean")), std=meta.pop("std", config.get("std")), meta=meta,
-                     device=device if "CUDAExecutionProvider" in providers else "cpu",
-                     name=config.get("name", path.stem), source=str(path))
-
-
-def _load_torchscript(path: Path, device: torch.device) -> Segmenter:
-    if not path.is_file():
-        raise UserError(f"{path}: weights not found")
-    extra = {META_FILE: ""}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
-            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    except (RuntimeError, ValueError, OSError) as e:
-        raise UserError(f"{path}: not a TorchScript model ({str(e).splitlines()[0][:120]})") from None
-    raw = extra[META_FILE]
-    try:
-        meta = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        meta = {}
-    meta = _decode_meta(meta, path)
-    config = meta.pop("model_config", {}) or {}
-    return Segmenter(TorchRunner(module.eval(), device), num_classes=config["num_classes"], mean=config["mean"],
-                     std=config["std"], meta=meta, model=module, device=device, name=config.get("name", path.stem),
-                     source=str(path))
-
-
-def export_meta(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    """The metadata an exported file carries: ``meta`` (classes, colors...), the model config, mean and std.
-
-    ONNX keeps each value as a JSON string in ``metadata_props``; TorchScript keeps the whole dict as
-    one JSON file (``aticnet.json``) among its extra files."""
-    cfg = model.config
-    return {**meta, "model_config": cfg.to_dict(), "num_classes": cfg.num_classes, "mean": list(cfg.mean),
-            "std": list(cfg.std)}
-
-
-def _decode_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Check that an exported file's metadata has what a Segmenter needs; fill ``model_config``."""
-    config = dict(meta.get("model_config") or {})
-    if not (config.get("num_classes") or meta.get("num_classes")) or not (meta.get("mean") or config.get("mean")):
-        raise UserError(f"{path}: no aticnet metadata (classes, mean, std); write it with 'aticnet export'")
-    config.setdefault("num_classes", meta.get("num_classes"))
-    return {**meta, "model_config": config}
-
-
-def _json_values(props: dict[str, str]) -> dict[str, Any]:
-    out = {}
-    for k, v in props.items():
-        try:
-            out[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
-            out[k] = v
-    return out
+    if backend == "onnxruntime":
+        raise UserError(f"{path}: export it to ONNX first (aticnet export --format onnx) to run it in onnxruntime")
+    if backend == "openvino":
+        if device.type != "cpu":
+            raise UserError("--backend openvino runs on the CPU")
+        example = torch.randn(1, cfg.in_channels, 256, 512)
+        runner: Any = OpenVINORunner(compile_openvino(convert_to_openvino(model, example), precision),
+                                     getattr(model, "output_stride", 1))
+    else:
+        runner = TorchRunner(optimize_for_inference(model) if fast else model, device)
+    return Segmenter(runner, num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std, meta=meta, model=model,
+                     device=device if backend != "openvino" else "cpu", name=cfg.name, source=str(path),
+                     align_corners=cfg.align_corners, infer_scale=infer_scale)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .deploy.labels import labels_from_logits
 from .distributed import all_reduce_sum
 from .errors import UserError
 from .metrics import ConfusionMatrix
@@ -46,9 +47,20 @@ def predict_logits(model: nn.Module, images: Tensor, *, flip: bool = False, scal
     return total
 
 
+def predict_labels(model: nn.Module, images: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,)) -> Tensor:
+    """N x 3 x H x W normalised images -> N x H x W labels of an eval-mode model.
+
+    A single view takes the model's low-res logits and the fast, exact labels step
+    (:func:`aticnet.deploy.labels.labels_from_logits`); flips and scales average probabilities."""
+    if not flip and tuple(scales) == (1.0,) and hasattr(model, "forward_lowres"):
+        return labels_from_logits(model.forward_lowres(images).float(), tuple(images.shape[-2:]),
+                                  model.config.align_corners)
+    return predict_logits(model, images, flip=flip, scales=scales).argmax(1)
+
+
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Any,
     loader: Iterable,
     *,
     num_classes: int,
@@ -59,27 +71,36 @@ def evaluate(
     precision: str = "32",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score ``model`` on every (image, label) pair of ``loader``, at full resolution.
+    """Score ``model`` (an ``nn.Module``, or a :class:`~aticnet.api.Segmenter` on any engine) on every (image,
+    label) pair of ``loader``, at full resolution.
 
     Under torch.distributed each process scores its share and the confusion matrices are
     summed. Returns the scores of :meth:`ConfusionMatrix.compute` plus ``num_images``,
     ``seconds`` and ``images_per_s``.
     """
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, nn.Module) else None
+    if module is None and (flip or tuple(scales) != (1.0,)):
+        raise UserError("flip and multi-scale evaluation run PyTorch models only; give a run or .safetensors")
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
     matrix = ConfusionMatrix(num_classes, device=device)
     count = torch.zeros((), dtype=torch.long, device=device)
     start = time.perf_counter()
     for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, unit="img"):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with autocast(device, precision):
-            scores = predict_logits(model, images, flip=flip, scales=scales)
-        matrix.update(scores.argmax(1), labels)
+        if module is None:
+            predicted = model.labels_of_normalized(images)
+        else:
+            with autocast(device, precision):
+                predicted = predict_labels(module, images, flip=flip, scales=scales)
+        matrix.update(predicted.to(labels.device), labels)
         count += images.shape[0]
     matrix.reduce()
     all_reduce_sum(count)
     seconds = time.perf_counter() - start
-    model.train(was_training)
+    if module is not None:
+        module.train(was_training)
     result = matrix.compute(class_names)
     result.update(num_images=int(count), seconds=seconds, images_per_s=int(count) / max(seconds, 1e-9))
     return result
@@ -98,20 +119,34 @@ def evaluate_weights(
     scales: Sequence[float] = (1.0,),
     precision: str = "32",
     drives: Sequence[str] | None = None,
+    backend: str | None = None,
+    infer_scale: float = 1.0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Scores of saved weights (a run directory or ``.safetensors``) on a labelled split, as :func:`evaluate`."""
+    """Scores of any deployable form (a run, .safetensors, .onnx, OpenVINO .xml, TorchScript) on a labelled split,
+    as :func:`evaluate`. ``backend``, ``infer_scale`` and ``precision`` (bf16 on OpenVINO) as :func:`aticnet.load`
+    takes them; flip and multi-scale averaging need a PyTorch model."""
+    from .api import load
     from .checkpoint import load_model
     from .data import EvalTransform, build_dataset
     from .data.loader import eval_loader
     from .distributed import pick_device
 
     device_ = pick_device(device)
-    model, _ = load_model(weights, device_)
-    data = build_dataset(dataset, data_root, split, EvalTransform(mean=model.config.mean, std=model.config.std),
-                         drives=drives)
-    if data.num_classes != model.config.num_classes:
-        raise UserError(f"{weights}: the model predicts {model.config.num_classes} classes, {dataset} has {data.num_classes}")
+    suffix = Path(weights).suffix.lower()
+    deployed = suffix in (".onnx", ".xml", ".ts", ".torchscript", ".pt", ".pth") or backend not in (None, "torch")
+    if flip or tuple(scales) != (1.0,) or (not deployed and infer_scale == 1):
+        model, _ = load_model(weights, device_)  # the module itself: autocast, flips and scales apply
+        num_classes, mean, std = model.config.num_classes, model.config.mean, model.config.std
+    else:
+        on_openvino = backend == "openvino" or suffix == ".xml"
+        model = load(weights, device_, backend=backend, infer_scale=infer_scale,
+                     precision=precision if on_openvino else "32")
+        num_classes, mean, std = model.num_classes, model.mean.flatten().tolist(), model.std.flatten().tolist()
+        device_ = model.device
+    data = build_dataset(dataset, data_root, split, EvalTransform(mean=mean, std=std), drives=drives)
+    if data.num_classes != num_classes:
+        raise UserError(f"{weights}: the model predicts {num_classes} classes, {dataset} has {data.num_classes}")
     loader = eval_loader(data, workers=workers, max_images=max_images)
     return evaluate(model, loader, num_classes=data.num_classes, class_names=data.classes, device=device_, flip=flip,
                     scales=scales, precision=precision, progress=progress)

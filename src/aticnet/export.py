@@ -37,10 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .api import META_FILE, export_meta
+from .deploy.backends import META_FILE, RT_INFO_KEY, LowResolution, file_meta
 from .errors import UserError
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
 MIN_DYNAMO_OPSET = 18
 
 
@@ -91,8 +91,12 @@ def export_onnx(
     opset: int = MIN_DYNAMO_OPSET,
     exporter: str = "auto",
     verbose: bool = False,
+    lowres: bool = False,
 ) -> dict[str, Any]:
-    """Write ``model`` as ONNX; returns {"exporter", "opset"}. ``exporter``: auto, dynamo or legacy."""
+    """Write ``model`` as ONNX; returns {"exporter", "opset"}. ``exporter``: auto, dynamo or legacy.
+
+    With ``lowres`` the graph stops before the last upsampling (logits at the model's output stride, 1/4
+    for ICNet); :func:`aticnet.load` does the labels step after it, faster than the graph would."""
     import onnx
 
     out = Path(out)
@@ -102,7 +106,7 @@ def export_onnx(
     if exporter == "dynamo" and opset < MIN_DYNAMO_OPSET:
         raise UserError(f"--opset {opset}: the dynamo exporter writes opset {MIN_DYNAMO_OPSET} and up; "
                         "use --exporter legacy for older opsets")
-    wrapped = _ImageToLogits(model).eval()
+    wrapped = (LowResolution(model) if lowres else _ImageToLogits(model)).eval()
     example = torch.randn(1, 3, *size, device=next(model.parameters()).device)
     try:
         with _quiet(not verbose):
@@ -127,7 +131,7 @@ def export_onnx(
     if len(proto.graph.output) != 1:
         raise UserError(f"{out}: the exported graph has {len(proto.graph.output)} outputs, expected 1 (logits)")
     del proto.metadata_props[:]
-    for key, value in export_meta(model, meta).items():
+    for key, value in file_meta(model, meta, model.output_stride if lowres else 1).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
     onnx.save_model(proto, str(out))
@@ -148,40 +152,48 @@ def export_torchscript(model: nn.Module, meta: dict[str, Any], out: str | Path, 
         raise UserError(f"{out}: TorchScript trace failed: {e.__class__.__name__}: {str(e).splitlines()[0][:300]}") from e
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save is deprecated in favour of torch.export
-        torch.jit.save(traced, str(out), _extra_files={META_FILE: json.dumps(export_meta(model, meta))})
+        torch.jit.save(traced, str(out), _extra_files={META_FILE: json.dumps(file_meta(model, meta, 1))})
     return {"exporter": "torch.jit.trace", "opset": None}
 
 
-def _reference(model: nn.Module, x: Tensor) -> Tensor:
+def export_openvino(model: nn.Module, meta: dict[str, Any], out: str | Path, *, size: tuple[int, int]) -> dict[str, Any]:
+    """Write the model's low-res head as an OpenVINO IR (``out`` .xml + .bin, fp32 weights) with its metadata."""
+    import openvino as ov
+
+    from .deploy.backends import convert_to_openvino
+
+    out = Path(out)
+    if out.suffix.lower() != ".xml":
+        raise UserError(f"{out}: an OpenVINO IR is written as NAME.xml (and NAME.bin beside it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov_model = convert_to_openvino(model, torch.randn(1, 3, *size))
+    ov_model.set_rt_info(json.dumps(file_meta(model, meta, model.output_stride)), RT_INFO_KEY)
+    ov.save_model(ov_model, str(out), compress_to_fp16=False)
+    return {"exporter": f"openvino.convert_model {ov.__version__}", "opset": None}
+
+
+def _reference(model: nn.Module, x: Tensor, lowres: bool) -> Tensor:
     with torch.inference_mode():
-        return model(x.to(next(model.parameters()).device)).float().cpu()
+        x = x.to(next(model.parameters()).device, next(model.parameters()).dtype)
+        return (model.forward_lowres(x) if lowres else model(x)).float().cpu()
 
 
 def check_export(path: str | Path, fmt: str, model: nn.Module, shapes: list[tuple[int, ...]], seed: int = 0,
                  fp64_above: float = float("inf")) -> list[dict]:
-    """Run the exported file and PyTorch on the same random input; max abs difference per shape.
+    """Run the exported file (as :func:`aticnet.load` would) and PyTorch on the same random input; max abs
+    difference per shape.
 
     Where the difference is above ``fp64_above``, PyTorch also runs in float64, and both the export's and
     PyTorch float32's distance from it are reported: when the export is the closer of the two, the
     difference is float32 rounding in a badly conditioned model (e.g. untrained, logits in the
     hundreds), not an export error."""
+    from .deploy.backends import load_onnx, load_openvino, load_torchscript
+
     path = Path(path)
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-        def run(x: Tensor) -> Tensor:
-            return torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in favour of torch.export
-            loaded = torch.jit.load(str(path), map_location="cpu")
-
-        def run(x: Tensor) -> Tensor:
-            with torch.no_grad():  # not inference_mode: TorchScript would re-profile on every call
-                return loaded(x).float()
-
+    cpu = torch.device("cpu")
+    run, meta = {"onnx": lambda: load_onnx(path, cpu), "openvino": lambda: load_openvino(path),
+                 "torchscript": lambda: load_torchscript(path, cpu)}[fmt]()
+    lowres = meta["output_stride"] > 1
     cpu_model = model if next(model.parameters()).device.type == "cpu" else None
     results = []
     generator = torch.Generator().manual_seed(seed)
@@ -192,13 +204,13 @@ def check_export(path: str | Path, fmt: str, model: nn.Module, shapes: list[tupl
         except Exception as e:
             raise UserError(f"{path}: running it at {'x'.join(map(str, shape))} failed: "
                             f"{str(e).strip().splitlines()[0][:300]}") from e
-        want = _reference(cpu_model or model, x)
+        want = _reference(cpu_model or model, x, lowres)
         if got.shape != want.shape:
             raise UserError(f"{path}: output {tuple(got.shape)} at input {shape}, PyTorch gives {tuple(want.shape)}")
         diff = (got - want).abs().max().item()
         results.append({"shape": list(shape), "max_abs_diff": diff, "max_abs_logit": want.abs().max().item()})
         if diff > fp64_above:  # is it the export, or float32 itself? PyTorch in float64 tells
-            exact = _reference(copy.deepcopy(cpu_model or model).cpu().double(), x.double()).double()
+            exact = _reference(copy.deepcopy(cpu_model or model).cpu().double(), x.double(), lowres).double()
             results[-1]["export_vs_fp64"] = (got.double() - exact).abs().max().item()
             results[-1]["torch_fp32_vs_fp64"] = (want.double() - exact).abs().max().item()
     return results
@@ -215,9 +227,13 @@ def export(
     exporter: str = "auto",
     tolerance: float = 1e-3,
     verbose: bool = False,
+    lowres: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Export ``weights`` and check the file; raises :class:`UserError` when the check fails."""
+    """Export ``weights`` and check the file; raises :class:`UserError` when the check fails.
+
+    ``lowres`` (ONNX; OpenVINO always): the graph ends at the model's output stride, before the last
+    upsampling, and :func:`aticnet.load` does the labels step. An OpenVINO IR has free batch and size."""
     from .checkpoint import load_model
 
     if fmt not in FORMATS:
@@ -227,18 +243,22 @@ def export(
     cfg = model.config
     start = time.perf_counter()
     if fmt == "onnx":
-        info = export_onnx(model, meta, out, size=size, dynamic=dynamic, opset=opset, exporter=exporter, verbose=verbose)
-        what = f"ONNX opset {info['opset']}, {info['exporter']} exporter"
+        info = export_onnx(model, meta, out, size=size, dynamic=dynamic, opset=opset, exporter=exporter, verbose=verbose,
+                           lowres=lowres)
+        what = f"ONNX opset {info['opset']}, {info['exporter']} exporter" + (", low-res logits" if lowres else "")
+    elif fmt == "openvino":
+        info = export_openvino(model, meta, out, size=size)
+        what, dynamic = f"OpenVINO IR ({info['exporter']}), low-res logits", True
     else:
         info = export_torchscript(model, meta, out, size=size)
         what = "TorchScript (torch.jit.trace)"
     seconds = time.perf_counter() - start
-    mb = Path(out).stat().st_size / 2**20
+    mb = sum(p.stat().st_size for p in (Path(out), Path(out).with_suffix(".bin")) if p.is_file()) / 2**20
     shape_note = "N, H, W free" if dynamic else f"fixed 1x3x{size[0]}x{size[1]}"
     log(f"exported {cfg.name} (width {cfg.width}, {cfg.num_classes} classes) to {out}: {what}, {shape_note}; "
         f"{mb:.1f} MiB in {seconds:.1f} s")
     checks = check_export(out, fmt, model, check_sizes(size, dynamic), fp64_above=tolerance)
-    runtime = "onnxruntime " + __import__("onnxruntime").__version__ if fmt == "onnx" else "torch.jit.load"
+    runtime = {"onnx": "onnxruntime", "openvino": "OpenVINO f32", "torchscript": "torch.jit.load"}[fmt]
     for c in checks:
         ok = c["max_abs_diff"] <= tolerance
         log(f"check ({runtime}) at {'x'.join(map(str, c['shape']))}: max |export - torch| = {c['max_abs_diff']:.2e} "

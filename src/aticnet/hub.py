@@ -33,7 +33,8 @@ from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, HFValidationError
 from torch import nn
 
-from .api import Segmenter, TorchRunner, default_palette
+from .api import Segmenter, default_palette
+from .deploy.backends import TorchRunner
 from .checkpoint import load_model, load_state, read_weights, resolve_weights, save_weights
 from .distributed import pick_device
 from .errors import UserError
@@ -101,7 +102,8 @@ class PretrainedSegmentation(ModelHubMixin, library_name="aticnet", pipeline_tag
         cfg = model.config
         runner = optimize_for_inference(model) if fast else model
         return Segmenter(TorchRunner(runner, device), num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std,
-                         meta=self.meta, model=model, device=device, name=cfg.name, source=source)
+                         meta=self.meta, model=model, device=device, name=cfg.name, source=source,
+                         align_corners=cfg.align_corners)
 
     # ------------------------------------------------------------------ reading
     @classmethod

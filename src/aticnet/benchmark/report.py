@@ -18,6 +18,43 @@ def _is_train(r: dict[str, Any]) -> bool:
     return r.get("mode") == "train"
 
 
+def _is_inference(r: dict[str, Any]) -> bool:
+    return r.get("mode", "inference") == "inference"
+
+
+def table_for(r: dict[str, Any]) -> list[str]:
+    """The markdown table of one report, whatever it measured."""
+    return {"train": train_table, "labels": labels_table, "accuracy": accuracy_table}.get(r.get("mode"),
+                                                                                         inference_table)(r)
+
+
+def labels_table(r: dict[str, Any]) -> list[str]:
+    """The labels step alone: time and pixels changed against the exact reference, per method."""
+    h, w = r["size"]
+    lines = [f"`{r.get('command')}`", "", f"{_machine(r)}; low-res logits -> {h}x{w} labels; {r['warmup']} warm-up "
+             f"passes, then {r['runs']} timed per method, interleaved. {_load(r)}.", ""]
+    for name, m in r["models"].items():
+        lines += [f"{name} (logits {'x'.join(map(str, m['logits']))}):", "",
+                  "| method | exact | ms (median) | IQR ms | pixels changed |", "| --- | --- | ---: | ---: | ---: |"]
+        for way, row in m["methods"].items():
+            lines.append(f"| {way} | {'yes' if row['exact'] else 'no'} | {row['latency_ms']:.1f} | "
+                         f"{row['latency_p25_ms']:.1f}-{row['latency_p75_ms']:.1f} | {100 * row['pixels_changed']:.4f}% |")
+        lines.append("")
+    return lines
+
+
+def accuracy_table(r: dict[str, Any]) -> list[str]:
+    """What each deployable form scores on labelled data (benchmarks/deploy.py)."""
+    lines = [f"`{r.get('command')}`", "", f"{_machine(r)}; {r['data']}.", "",
+             "| form | engine | precision | infer scale | labels step | mIoU | change | pixels changed |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: | ---: |"]
+    for row in r["forms"]:
+        lines.append(f"| {row['form']} | {row['engine']} | {row['precision']} | {row['infer_scale']:g} | "
+                     f"{row['labels']} | {100 * row['miou']:.2f} | {100 * row['miou_change']:+.2f} | "
+                     f"{100 * row['pixels_changed']:.3f}% |")
+    return lines
+
+
 def _fmt(value: float | None, spec: str = ".1f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
@@ -154,7 +191,7 @@ def _ours_vs_lraspp(row: dict[str, Any], peer: dict[str, Any]) -> str:
 def targets(reports: Sequence[dict[str, Any]]) -> list[str]:
     """Each issue-5 target: met, or the measured distance to it, from every report that can judge it."""
     out: list[str] = []
-    full = [r for r in reports if not _is_train(r) and r["size"] == [1024, 2048]]
+    full = [r for r in reports if _is_inference(r) and r["size"] == [1024, 2048]]
 
     def half_width(row: dict[str, Any]) -> bool:
         return row.get("width") == 0.5
@@ -225,7 +262,7 @@ def what_pays(reports: Sequence[dict[str, Any]]) -> list[str]:
     """Speed-up of every variant over plain and over the variant it adds one step to, in the same run."""
     lines = []
     for r in reports:
-        if _is_train(r) or len(r.get("variants", [])) < 2 or "plain" not in r["variants"]:
+        if not _is_inference(r) or len(r.get("variants", [])) < 2 or "plain" not in r["variants"]:
             continue
         rows = _rows(r)
         h, w = r["size"]
@@ -277,7 +314,7 @@ def render_markdown(reports: Sequence[dict[str, Any]]) -> str:
         "",
     ]
     for r in cpu:
-        doc += (train_table(r) if _is_train(r) else inference_table(r)) + [""]
+        doc += table_for(r) + [""]
     if not cpu:
         doc += ["No CPU report.", ""]
     doc += ["## Targets (issue 5)", "", *targets(reports), "", "## What pays on this machine", ""]
@@ -285,7 +322,7 @@ def render_markdown(reports: Sequence[dict[str, Any]]) -> str:
     doc += ["## GPU", ""]
     if gpu:
         for r in gpu:
-            doc += (train_table(r) if _is_train(r) else inference_table(r)) + [""]
+            doc += table_for(r) + [""]
         doc += what_pays(gpu)
     else:
         doc += [

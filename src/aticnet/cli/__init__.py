@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UserError
-from . import analyze, app, benchmark, check_data, compare, demo, evaluate, export, plot, predict, train
+from . import analyze, app, benchmark, check_data, compare, demo, evaluate, export, plot, predict, quantize, train
 
-SUBCOMMANDS = (demo, train, evaluate, predict, compare, plot, export, app, analyze, benchmark, check_data)
+SUBCOMMANDS = (demo, train, evaluate, predict, compare, plot, export, quantize, app, analyze, benchmark, check_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,10 @@ def canonical_command(args: argparse.Namespace) -> str:
     words = ["aticnet", "benchmark"]
     if args.report_from:
         return shlex.join([*words, "--report-from", *args.report_from])
+    if args.labels:
+        return shlex.join([*words, "--labels", "--models", args.models or "", "--size", "x".join(map(str, args.size)),
+                           "--runs", str(args.runs), "--warmup", str(args.warmup), "--threads",
+                           str(args.threads or torch.get_num_threads())])
     if args.train:
         words += [
             "--train",
@@ -117,7 +121,15 @@ def run(args: argparse.Namespace) -> None:
 
     device = pick_device(args.device)
     common = {"device": device, "width": args.width, "command": command, "log": log}
-    if args.train:
+    if args.labels:
+        from ..benchmark.labels import benchmark_labels, format_labels
+
+        if not args.models:
+            raise UserError("--labels measures trained models: give --models RUN_DIR[,RUN_DIR]")
+        result = benchmark_labels(args.models.split(","), size=args.size, runs=args.runs, warmup=args.warmup,
+                                  command=command, log=log)
+        print(format_labels(result))
+    elif args.train:
         models = args.models.split(",") if args.models else list(DEFAULT_TRAIN_MODELS)
         result = benchmark_training(
             models, crop=args.crop_size, batch=args.batch_size or 8, workers=args.workers, steps=args.steps,
@@ -192,6 +204,8 @@ def add_parser(subparsers: Any) -> None:
         "--matmul-size", type=int, default=2048, help="n of the n x n fp32 reference matrix product (default 2048)"
     )
     p.add_argument("--train", action="store_true", help="training throughput: step vs data pipeline")
+    p.add_argument("--labels", action="store_true",
+                   help="the labels step alone (low-res logits -> labels at --size), every method, on trained --models")
     p.add_argument("--crop-size", type=int, default=720, help="--train: square crop (default 720, the paper's)")
     p.add_argument("--workers", type=int, default=2, help="--train: loader processes (default 2)")
     p.add_argument("--steps", type=int, default=5, help="--train: timed steps per model (default 5)")

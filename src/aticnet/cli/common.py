@@ -40,3 +40,14 @@ def write_report(path: str | None, data: Any) -> None:
 def subcommand(subparsers: Any, name: str, doc: str | None, help: str) -> argparse.ArgumentParser:
     """A subparser whose ``--help`` shows the module docstring ``doc`` as written."""
     return subparsers.add_parser(name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_engine(parser: argparse.ArgumentParser) -> None:
+    """--backend, --infer-scale and --precision: how a deployable form runs (see aticnet.load)."""
+    parser.add_argument("--backend", default=None, choices=["torch", "onnxruntime", "openvino"],
+                        help="the engine, where the weights can run on more than one (default: the file's own; "
+                             "a run or .safetensors can also run on openvino, converted when loaded)")
+    parser.add_argument("--infer-scale", type=float, default=1.0, metavar="S",
+                        help="run the network at S x the image size; labels still at the image's size (default 1)")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
+                        help="32; bf16: OpenVINO computes in bfloat16, PyTorch under autocast (16: CUDA only)")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_device, add_json, subcommand, write_report
+from .common import add_device, add_engine, add_json, subcommand, write_report
 
 
 def add_parser(subparsers: Any) -> None:
     p = subcommand(subparsers, "evaluate", __doc__, "mIoU of trained weights, or of saved Cityscapes predictions")
-    p.add_argument("--weights", metavar="W", help="a run directory or a .safetensors file")
+    p.add_argument("--weights", metavar="W",
+                   help="a run directory, .safetensors, .onnx (fp32 or int8), OpenVINO .xml or TorchScript file")
     p.add_argument("--predictions", metavar="DIR", help="score label-id PNGs named as the Cityscapes evaluator expects")
     p.add_argument("--dataset", required=True, help="cityscapes, camvid, folder or synthetic")
     p.add_argument("--data-root", required=True, metavar="DIR")
@@ -22,7 +23,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
     add_device(p)
-    p.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    add_engine(p)
     add_json(p, "the scores")
     p.set_defaults(func=run)
 
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> None:
 
         scores = evaluate_weights(args.weights, args.dataset, args.data_root, args.split, device=args.device,
                                   workers=args.workers, max_images=args.max_images, flip=args.flip, scales=args.scales,
-                                  precision=args.precision, drives=args.drive)
+                                  precision=args.precision, drives=args.drive, backend=args.backend,
+                                  infer_scale=args.infer_scale)
         title = f"{args.weights} on {args.dataset} {args.split}"
     print(format_scores(scores, title=title))
     print(f"{scores['num_images']} images in {scores['seconds']:.1f} s")

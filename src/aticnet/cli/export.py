@@ -21,13 +21,17 @@ def add_parser(subparsers: Any) -> None:
     p = subcommand(subparsers, "export", __doc__, "export weights to ONNX or TorchScript, checked against PyTorch")
     p.add_argument("--weights", required=True, metavar="W", help="a run directory or a .safetensors file")
     p.add_argument("--format", default="onnx", choices=[*FORMATS, "pretrained"],
-                   help="onnx, torchscript, or pretrained (a Hugging Face Hub folder with a model card)")
+                   help="onnx, torchscript, openvino (an IR: NAME.xml + NAME.bin), or pretrained (a Hugging Face Hub "
+                        "folder with a model card)")
     p.add_argument("--out", required=True, metavar="FILE", help="the .onnx or TorchScript (.ts, .pt) file to write")
     p.add_argument("--opset", type=int, default=MIN_DYNAMO_OPSET,
                    help=f"ONNX opset (default {MIN_DYNAMO_OPSET}; below {MIN_DYNAMO_OPSET} uses the legacy exporter)")
     p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "legacy"],
                    help="ONNX exporter: torch.export based (dynamo) or TorchScript based (legacy); auto picks by opset")
     p.add_argument("--dynamic", action="store_true", help="free batch, height and width (checked at two sizes)")
+    p.add_argument("--lowres", action="store_true",
+                   help="onnx: end at the low-res logits (1/4 for ICNet); aticnet.load does the labels step faster "
+                        "(openvino always does)")
     p.add_argument("--size", type=parse_size, default=(1024, 2048), help="HxW traced and checked (default 1024x2048)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest max-abs difference accepted (default 1e-3)")
     p.add_argument("--verbose", action="store_true", help="show the exporter's own messages")
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
     from ..export import export
 
     report = export(args.weights, args.format, args.out, size=args.size, dynamic=args.dynamic, opset=args.opset,
-                    exporter=args.exporter, tolerance=args.tolerance, verbose=args.verbose)
+                    exporter=args.exporter, tolerance=args.tolerance, verbose=args.verbose, lowres=args.lowres)
     write_report(args.json, report)
 
 

@@ -47,6 +47,7 @@ class ICNet(nn.Module):
     """
 
     aux_keys = ("aux_16", "aux_8")
+    output_stride = 4  # of the logits before the last upsampling (forward_lowres)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -80,6 +81,18 @@ class ICNet(nn.Module):
         init_weights(self, zero_init_residual=config.zero_init_residual, bn_momentum=config.bn_momentum)
 
     def forward(self, image: Tensor) -> Tensor | dict[str, Tensor]:
+        outputs = self._outputs(image)
+        if self.training:
+            return outputs
+        return resize(outputs["out"], image.shape[-2:], self.config.align_corners)  # N x K x H x W
+
+    def forward_lowres(self, image: Tensor) -> Tensor:
+        """N x K x H/4 x W/4: the eval logits before their last upsampling (``output_stride`` = 4).
+
+        The deployed forms stop here and leave the upsample-and-argmax to :mod:`aticnet.deploy.labels`."""
+        return self._outputs(image)["out"]
+
+    def _outputs(self, image: Tensor) -> dict[str, Tensor]:
         ac = self.config.align_corners
         stage2, stage3, stage4, stage5 = self.trunk.stages
         if self.config.channels_last:
@@ -91,13 +104,11 @@ class ICNet(nn.Module):
         x = half(x16, ac)  # H/32
         x = stage5(stage4(stage3[1:](x)))  # N x Ctop x H/32
         x = self.reduce(self.pyramid(x))  # N x 256 x H/32 (width 0.5)
-        x, aux_16 = self.cff_16(x, x16)  # N x 128 x H/16
+        x, aux_16 = self.cff_16(x, x16)  # N x 128 x H/16; aux only in training
         x, aux_8 = self.cff_8(x, high)  # N x 128 x H/8
         logits = self.classifier(self.dropout(x))  # N x K x H/8
         logits = resize(logits, (2 * logits.shape[-2], 2 * logits.shape[-1]), ac)  # H/4
-        if self.training:
-            return {"out": logits, "aux_16": aux_16, "aux_8": aux_8}
-        return resize(logits, image.shape[-2:], ac)  # N x K x H x W
+        return {"out": logits, "aux_16": aux_16, "aux_8": aux_8}
 
     def receptive_field_path(self) -> list[tuple[str, list[tuple[int, int, int]]]]:
         """(kernel, stride, dilation) of each layer on the deepest path, grouped by part.

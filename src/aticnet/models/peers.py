@@ -22,6 +22,7 @@ TORCHVISION_BUILDERS = {  # our name -> torchvision.models.segmentation builder
 
 class TorchvisionModel(nn.Module):
     aux_keys: tuple[str, ...] = ()
+    output_stride = 1  # torchvision upsamples inside the network
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -36,6 +37,10 @@ class TorchvisionModel(nn.Module):
             image = image.contiguous(memory_format=torch.channels_last)
         logits = self.net(image)["out"]  # N x K x H x W
         return {"out": logits} if self.training else logits
+
+    def forward_lowres(self, image: Tensor) -> Tensor:
+        out = self(image)
+        return out["out"] if isinstance(out, dict) else out
 
 
 def peer_config(name: str) -> ModelConfig:

@@ -35,6 +35,7 @@ class FCNHead(nn.Sequential):
 
 class PSPNet(nn.Module):
     aux_keys = ("aux",)
+    output_stride = 8  # of the logits before the upsampling (forward_lowres)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -57,6 +58,12 @@ class PSPNet(nn.Module):
         if self.training:
             return {"out": logits, "aux": self.aux_head(stage4)}
         return resize(logits, image.shape[-2:], self.config.align_corners)
+
+    def forward_lowres(self, image: Tensor) -> Tensor:
+        """N x K x H/8 x W/8: the eval logits before the upsampling (``output_stride`` = 8)."""
+        if self.config.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.head(self.pyramid(self.trunk(image)[-1]))
 
     def receptive_field_path(self) -> list[tuple[str, list[tuple[int, int, int]]]]:
         """(kernel, stride, dilation) of each layer on the deepest path, grouped by part."""

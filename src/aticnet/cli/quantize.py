@@ -1,0 +1,40 @@
+"""``aticnet quantize``: post-training static int8 of a trained model, calibrated on images of a data set or a
+folder; per-channel weights. Writes the deployable file (OpenVINO IR by default, or an onnxruntime QDQ .onnx)
+and NAME.quantize.json (calibration, time, layers kept in float). Run it with any command that takes
+--weights: aticnet predict/evaluate/benchmark --weights model.int8.xml. Needs pip install 'aticnet[deploy]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import add_json, parse_size, subcommand, write_report
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subcommand(subparsers, "quantize", __doc__, "post-training int8 (OpenVINO + NNCF, or onnxruntime), calibrated")
+    p.add_argument("--weights", required=True, metavar="W", help="a run directory or a .safetensors file")
+    p.add_argument("--out", required=True, metavar="FILE", help="model.int8.xml (openvino) or model.int8.onnx")
+    p.add_argument("--backend", default="openvino", choices=["openvino", "onnxruntime"],
+                   help="openvino (NNCF; the fastest on Intel and AMD CPUs here) or onnxruntime (QDQ)")
+    p.add_argument("--dataset", help="calibrate on this data set's images (cityscapes, camvid, folder, synthetic)")
+    p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--split", default="train", help="its split (default train)")
+    p.add_argument("--images-dir", metavar="DIR", help="or calibrate on the pictures in this folder")
+    p.add_argument("--images", type=int, default=32, help="calibration images, spread over the set (default 32)")
+    p.add_argument("--size", type=parse_size, default=None, help="resize calibration images to HxW (default: their own)")
+    add_json(p, "the report (also written as NAME.quantize.json)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..errors import UserError
+
+    try:
+        from ..deploy.quantize import quantize
+    except ImportError as e:
+        raise UserError(f"quantize needs the deploy extra: pip install 'aticnet[deploy]' ({e})") from None
+    report = quantize(args.weights, args.out, route=args.backend, dataset=args.dataset, data_root=args.data_root,
+                      split=args.split, images_dir=args.images_dir, count=args.images, size=args.size)
+    write_report(args.json, report)
