@@ -8,6 +8,7 @@ skips, saying why, without gradio, playwright or /usr/bin/chromium.
 
 from __future__ import annotations
 
+import copy
 import html
 import io
 import os
@@ -36,7 +37,7 @@ from aticnet.app import (
     model_labels,
     process_upload,
     segment_image,
-    supports_infer_scale,
+    shared_infer_scale,
 )
 from aticnet.checkpoint import save_weights
 from aticnet.data.cityscapes_labels import CLASS_COLORS, CLASS_NAMES
@@ -128,39 +129,45 @@ def test_segment_image_two_models(segs, scene):
     assert np.array_equal(half, blend.astype(np.uint8))
 
 
-def with_infer_scale(seg, seen: list):
-    """A copy of ``seg`` whose ``predict`` takes ``infer_scale`` (as the Segmenter will), noting each value."""
+def spying(seg, seen: list):
+    """A copy of ``seg`` that notes the ``infer_scale`` each ``predict`` call gets."""
 
-    class Scaled(type(seg)):
-        def predict(self, image, infer_scale: float = 1.0):
+    class Spy(type(seg)):
+        def predict(self, image, *, infer_scale=None):
             seen.append(infer_scale)
-            return super().predict(image)
+            return super().predict(image, infer_scale=infer_scale)
 
-    scaled = Scaled.__new__(Scaled)
-    scaled.__dict__.update(seg.__dict__)
-    return scaled
+    spy = Spy.__new__(Spy)
+    spy.__dict__.update(seg.__dict__)
+    return spy
 
 
-def test_infer_scale_reaches_only_models_that_take_it(segs):
-    image = np.zeros((32, 48, 3), np.uint8)
+def test_infer_scale_reaches_every_model(segs):
+    image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     seen = []
-    scaled = with_infer_scale(segs[0], seen)
-    assert supports_infer_scale(scaled) and not supports_infer_scale(segs[0])
-    segment_image([scaled, segs[1]], image, infer_scale=0.75)  # the plain model must not get it
-    assert seen == [0.75]
+    spies = [spying(s, seen) for s in segs]
+    result = segment_image(spies, image, infer_scale=0.75)
+    assert seen == [0.75, 0.75]
+    for seg, labels in zip(segs, result.labels):
+        assert torch.equal(labels, seg.predict(image, infer_scale=0.75))
+    seen.clear()
+    segment_image(spies, image)  # None: each model keeps the scale it was loaded with
+    assert seen == [None, None]
 
 
-def test_infer_scale_control_shows_only_when_every_model_takes_it(segs, tmp_path):
+def test_infer_scale_control_starts_at_the_models_scale(segs, tmp_path):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install 'aticnet[app]')")
     from aticnet.app import build_app
-
-    scaled = with_infer_scale(segs[0], [])
 
     def control(blocks):
         return next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "infer-scale")
 
-    assert control(build_app([scaled], workdir=tmp_path)).visible is True
-    assert control(build_app([scaled, segs[1]], workdir=tmp_path)).visible is False
+    assert control(build_app(segs, workdir=tmp_path)).value == "1"
+    scaled = copy.copy(segs[0])
+    scaled.infer_scale = 0.6
+    assert shared_infer_scale([scaled]) == 0.6 and shared_infer_scale([scaled, segs[1]]) == 1.0
+    dropdown = control(build_app([scaled], workdir=tmp_path))
+    assert dropdown.value == "0.6" and ("0.6", "0.6") in dropdown.choices
 
 
 def test_model_labels(runs, segs):

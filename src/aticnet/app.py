@@ -14,7 +14,6 @@ The processing is plain functions (:func:`segment_image`, :func:`segment_video`,
 from __future__ import annotations
 
 import html
-import inspect
 import logging
 import os
 import time
@@ -46,7 +45,7 @@ from .errors import UserError
 __all__ = ["MAX_FRAMES", "MAX_MEGAPIXELS", "MAX_SIDE", "VIDEO_MAX_SIDE", "Limits", "PageUpdate", "SegmentResult",
            "UploadError", "VideoResult", "build_app", "class_shares", "fit_size", "launch_app", "legend_html",
            "load_segmenters", "model_labels", "process_upload", "read_upload_image", "segment_image", "segment_video",
-           "supports_infer_scale", "upload_kind"]
+           "shared_infer_scale", "upload_kind"]
 
 INFER_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)
 
@@ -62,18 +61,22 @@ class SegmentResult(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- models
-def load_segmenters(specs: Sequence[str | Path], device: str = "cpu", fast: bool = True) -> list[Segmenter]:
-    """Load each run directory, weights file or Hub folder; a spec that is no path is a Hub repo id."""
+def load_segmenters(specs: Sequence[str | Path], device: str = "cpu", fast: bool = True,
+                    infer_scale: float = 1.0) -> list[Segmenter]:
+    """Load each run directory, weights file, exported model (.onnx, .xml) or Hub folder; a spec that is no
+    path is a Hub repo id. ``infer_scale`` is the scale the page starts at."""
     from .api import load
 
     out = []
     for spec in specs:
         if Path(spec).exists():
-            out.append(load(spec, device, fast=fast))
+            out.append(load(spec, device, fast=fast, infer_scale=infer_scale))
         else:
             from .hub import from_pretrained
 
-            out.append(from_pretrained(spec, device=device, fast=fast))
+            seg = from_pretrained(spec, device=device, fast=fast)
+            seg.infer_scale = float(infer_scale)
+            out.append(seg)
     return out
 
 
@@ -88,18 +91,10 @@ def model_labels(segmenters: Sequence[Segmenter]) -> list[str]:
     return labels
 
 
-def supports_infer_scale(segmenter: Segmenter) -> bool:
-    """Whether ``segmenter.predict`` takes an ``infer_scale`` argument."""
-    try:
-        return "infer_scale" in inspect.signature(segmenter.predict).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _predict(segmenter: Segmenter, image: np.ndarray, infer_scale: float | None) -> Tensor:
-    if infer_scale is not None and supports_infer_scale(segmenter):
-        return segmenter.predict(image, infer_scale=infer_scale)
-    return segmenter.predict(image)
+def shared_infer_scale(segmenters: Sequence[Segmenter]) -> float:
+    """The scale the models were loaded with when they share one (the page's starting value), else 1."""
+    scales = {s.infer_scale for s in segmenters}
+    return scales.pop() if len(scales) == 1 else 1.0
 
 
 def warm_up(segmenters: Sequence[Segmenter]) -> None:
@@ -160,13 +155,13 @@ def segment_image(segmenters: Sequence[Segmenter], image: np.ndarray, *, alpha: 
     """Segment one H x W x 3 uint8 image with each model: overlays (``alpha`` = colour opacity; 1.0 gives the
     plain class colours), the legend's HTML, class shares and milliseconds per model.
 
-    ``infer_scale`` reaches a model only when its ``predict`` accepts it."""
+    ``infer_scale`` (None: each model's own) sets the size the networks run at."""
     if not segmenters:
         raise UserError("no model loaded")
     overlays, shares, latency, labels = [], [], [], []
     for seg in segmenters:
         start = time.perf_counter()
-        lab = _predict(seg, image, infer_scale)
+        lab = seg.predict(image, infer_scale=infer_scale)
         latency.append(1000 * (time.perf_counter() - start))
         labels.append(lab)
         overlays.append(seg.overlay(image, lab, alpha=alpha))
@@ -217,7 +212,7 @@ def segment_video(segmenters: Sequence[Segmenter], path: str | Path, out: str | 
             panels = [frame]
             for k, seg in enumerate(segmenters):
                 start = time.perf_counter()
-                lab = _predict(seg, frame, infer_scale)
+                lab = seg.predict(frame, infer_scale=infer_scale)
                 times[k] += time.perf_counter() - start
                 counts[k] += np.bincount(lab.reshape(-1).numpy().astype(np.int64), minlength=len(seg.classes))[: len(counts[k])]
                 panels.append(seg.overlay(frame, lab, alpha=alpha))
@@ -301,7 +296,7 @@ def build_app(segmenters: Sequence[Segmenter], *, alpha: float = 0.5, limits: Li
     limits = limits or Limits()
     names = model_labels(segmenters)
     workdir = Path(workdir) if workdir else make_workdir()
-    scalable = bool(segmenters) and all(supports_infer_scale(s) for s in segmenters)
+    start_scale = shared_infer_scale(segmenters)
     # delete_cache: Gradio's copies of uploads and results older than an hour go, checked hourly
     with gr.Blocks(title="aticnet: street-scene segmentation", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as blocks:
@@ -313,8 +308,8 @@ def build_app(segmenters: Sequence[Segmenter], *, alpha: float = 0.5, limits: Li
                              elem_id="upload", scale=2)
             with gr.Column(scale=1):
                 opacity = gr.Slider(0.0, 1.0, value=alpha, step=0.05, label="overlay opacity", elem_id="opacity")
-                scale = gr.Dropdown([str(s) for s in INFER_SCALES], value="1.0", label="inference scale",
-                                    visible=scalable, elem_id="infer-scale")
+                scale = gr.Dropdown([f"{s:g}" for s in sorted({*INFER_SCALES, start_scale})], value=f"{start_scale:g}",
+                                    label="inference scale", elem_id="infer-scale")
                 again = gr.Button("Segment again", elem_id="again")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
@@ -326,7 +321,7 @@ def build_app(segmenters: Sequence[Segmenter], *, alpha: float = 0.5, limits: Li
 
         def run(path: str | None, a: float, s: str, progress: Any = gr.Progress()) -> list[Any]:  # noqa: B008
             try:
-                update = process_upload(segmenters, path, alpha=float(a), infer_scale=float(s) if scalable else None,
+                update = process_upload(segmenters, path, alpha=float(a), infer_scale=float(s),
                                         limits=limits, workdir=workdir, progress=lambda f, d: progress(f, desc=d))
             except Exception as e:  # a bug reaches the page as a message (and the log), not as a bare "Error"
                 logging.getLogger(__name__).exception("segmenting %s failed", path)

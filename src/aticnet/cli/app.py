@@ -19,10 +19,13 @@ def add_parser(subparsers: Any) -> None:
 
     p = subcommand(subparsers, "app", __doc__, "a local web page: upload an image or a video, see each model's overlay")
     p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                   help="one or more run directories, weights files, Hub folders or Hub repo ids (two: side by side)")
+                   help="one or more run directories, weights files, exported models (.onnx, OpenVINO .xml), Hub folders "
+                        "or Hub repo ids (two: side by side)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     add_device(p)
+    p.add_argument("--infer-scale", type=float, default=1.0,
+                   help="run the networks at this multiple of each image's size; the page can change it (default 1)")
     p.add_argument("--alpha", type=float, default=0.5, help="starting overlay opacity, 0..1 (default 0.5)")
     p.add_argument("--max-side", type=int, default=MAX_SIDE, help=f"downscale larger images to this side (default {MAX_SIDE})")
     p.add_argument("--max-megapixels", type=float, default=MAX_MEGAPIXELS,
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--alpha must be between 0 and 1, not {args.alpha}")
     if min(args.max_side, args.max_frames, args.video_max_side) < 1 or args.max_megapixels <= 0:
         raise UserError("--max-side, --max-megapixels, --max-frames and --video-max-side must be positive")
-    segmenters = load_segmenters(args.weights, args.device)
+    segmenters = load_segmenters(args.weights, args.device, infer_scale=args.infer_scale)
     limits = Limits(max_side=args.max_side, max_megapixels=args.max_megapixels, max_frames=args.max_frames,
                     video_max_side=args.video_max_side)
     launch_app(segmenters, host=args.host, port=args.port, alpha=args.alpha, limits=limits,
