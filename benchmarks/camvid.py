@@ -22,6 +22,7 @@ Runs resume from their checkpoints and finished runs are reused: stop and start 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -87,8 +88,6 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     """Train one run (or reuse it when finished, resume it when stopped); returns its summary."""
     summary_path = run_dir / "summary.json"
     if summary_path.is_file() and (run_dir / "model.safetensors").is_file() and not args.retrain:
-        import json
-
         print(f"== {run_dir} is done; reusing it ==", flush=True)
         result = json.loads(summary_path.read_text())
         batch = load_config(run_dir / "config.yaml").batch_size
@@ -128,19 +127,25 @@ def cpu_description() -> str:
 
 def experiments(args: argparse.Namespace) -> None:
     out = Path(args.out) / "experiments"
-    rows = []
-    for name, change, overrides in EXPERIMENTS:
-        if args.only and name not in args.only:
-            continue
+    changes = {name: overrides for name, _, overrides in EXPERIMENTS}
+    for name in args.only or changes:  # in the order asked for
         for seed in range(args.seeds or 1):
-            r = run_one(BASELINE, {**overrides, "seed": seed}, out / f"{name}_seed{seed}", args, latency=False)
-            rows.append({**r, "name": name, "change": change})
+            run_one(BASELINE, {**changes[name], "seed": seed}, out / f"{name}_seed{seed}", args, latency=False)
+    # The table holds every finished run, whichever invocation trained it, and names those still to run.
+    rows, missing = [], []
+    for name, change, _ in EXPERIMENTS:
+        done = sorted(out.glob(f"{name}_seed*/summary.json"))
+        rows += [{**json.loads(p.read_text()), "name": name, "change": change} for p in done]
+        missing += [] if done else [name]
     table = report.format_experiments(rows, HELD_OUT)
+    if missing:
+        table += "\n\nNot run yet: " + ", ".join(f"`{m}`" for m in missing) + "."
     print(table)
-    if not args.quick and not args.only:
+    if not args.quick and rows:
         write_text(ROOT / "benchmarks" / "camvid_experiments.md", "# CamVid recipe experiments\n\n"
-                   "From `python benchmarks/camvid.py experiments --data-root ../shared/camvid --out runs/camvid`; "
-                   "written by the script from the runs' summaries.\n\n" + table + "\n\n" + hardware_line(rows) + "\n")
+                   "From `python benchmarks/camvid.py experiments --data-root ../shared/camvid --out runs/camvid` "
+                   "(`--only NAME ...` runs some); written by the script from every finished run's summary.\n\n"
+                   + table + "\n\n" + hardware_line(rows) + "\n")
 
 
 def claim(args: argparse.Namespace) -> None:
@@ -182,7 +187,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 steps, one seed: a smoke run of the whole protocol")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the protocol's)")
     parser.add_argument("--models", nargs="+", default=None, help="claim: only these models")
-    parser.add_argument("--only", nargs="+", default=None, help="experiments: only these")
+    parser.add_argument("--only", nargs="+", default=None, choices=[e[0] for e in EXPERIMENTS], help="experiments: only these, in this order")
     parser.add_argument("--retrain", action="store_true", help="train again even when a run is complete")
     args = parser.parse_args()
     {"experiments": experiments, "claim": claim, "final": final}[args.protocol](args)

@@ -1,6 +1,6 @@
 """``aticnet quantize``: post-training static int8 of a trained model, calibrated on images of a data set or a
 folder; per-channel weights. Writes the deployable file (OpenVINO IR by default, or an onnxruntime QDQ .onnx)
-and NAME.quantize.json (calibration, time, layers kept in float). Run it with any command that takes
+and FILE.json beside it (calibration, time, layers kept in float). Run it with any command that takes
 --weights: aticnet predict/evaluate/benchmark --weights model.int8.xml. Needs pip install 'aticnet[deploy]'.
 """
 
@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--images-dir", metavar="DIR", help="or calibrate on the pictures in this folder")
     p.add_argument("--images", type=int, default=32, help="calibration images, spread over the set (default 32)")
     p.add_argument("--size", type=parse_size, default=None, help="resize calibration images to HxW (default: their own)")
-    add_json(p, "the report (also written as NAME.quantize.json)")
+    add_json(p, "the report (also written beside the model as FILE.json)")
     p.set_defaults(func=run)
 
 

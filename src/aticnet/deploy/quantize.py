@@ -75,7 +75,7 @@ def quantize(weights: str | Path, out: str | Path, *, route: str = "openvino", l
     """Quantize ``weights`` (a run or .safetensors) to ``out`` (.xml for openvino, .onnx for onnxruntime).
 
     ``calibration``: the keywords of :func:`calibration_images`. Returns the report, also written
-    beside ``out`` as ``NAME.quantize.json``: route, versions, calibration, seconds, what stayed float."""
+    beside ``out`` as ``FILE.json`` (``model.int8.xml.json``): route, versions, calibration, seconds, what stayed float."""
     from ..checkpoint import load_model
 
     out = Path(out)
@@ -95,10 +95,16 @@ def quantize(weights: str | Path, out: str | Path, *, route: str = "openvino", l
               "seconds": time.perf_counter() - start, "weights_per_channel": True, **info}
     from ..io import write_json
 
-    write_json(out.with_suffix(".quantize.json"), report)
+    report_path = report_file(out)
+    write_json(report_path, report)
     log(f"wrote {out} in {report['seconds']:.1f} s: {info['quantized_layers']} layers int8, "
-        f"{len(info['kept_in_float'])} kept in float; report {out.with_suffix('.quantize.json')}")
+        f"{len(info['kept_in_float'])} kept in float; report {report_path}")
     return report
+
+
+def report_file(out: Path) -> Path:
+    """Where the report of ``out`` goes: ``FILE.json`` beside it (an .xml and an .onnx of one name keep their own)."""
+    return out.with_name(out.name + ".json")
 
 
 def _openvino(model, meta: dict[str, Any], data: list[np.ndarray], out: Path) -> dict[str, Any]:
