@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .machine import CPU_FLAGS
+
 MATMUL_REFERENCE = 175.0  # GFLOP/s: SPEC 8's fp32 matrix-product rate of the 2-core machine
 PAYS = 1.05  # a variant "pays" when it is at least this much faster than plain, in the same run
 
@@ -62,7 +64,7 @@ def _fmt(value: float | None, spec: str = ".1f", none: str = "-") -> str:
 def _machine(r: dict[str, Any]) -> str:
     where = r.get("gpu") if r["device"] == "cuda" else r["cpu"]["model"]
     cpu = r.get("cpu", {})
-    flags = [f for f in ("avx512_bf16", "amx_bf16") if cpu.get(f)]
+    flags = [f for f in CPU_FLAGS if cpu.get(f)]
     extra = f", CPU flags: {', '.join(flags)}" if r["device"] == "cpu" and flags else ""
     return (
         f"{r['device']} ({where}{extra}), {r['threads']} threads, backend {r.get('backend', '?')}, "

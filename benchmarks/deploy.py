@@ -1,0 +1,187 @@
+"""Every deployable form of trained runs: latency at two sizes and accuracy, in one table.
+
+    python benchmarks/deploy.py --runs runs/camvid/experiments/jitter_seed0 runs/camvid/aticnet_jitter_seed0 \
+        --dataset camvid --data-root ../shared/camvid --out runs/deploy
+
+For each run it writes the forms a user would deploy, with the commands a user would type
+(``aticnet export`` for ONNX and OpenVINO IR; ``aticnet quantize`` for int8, calibrated on
+``--calibration-images`` frames of the training split), then for every form (engine, precision,
+infer-scale):
+
+* the latency of image -> full-size labels (the network and the labels step; batch 1, float NCHW
+  input already normalised), at each ``--sizes``, every form of every run timed round-robin in one
+  process (:mod:`aticnet.timing`), medians;
+* mIoU on ``--split`` (for CamVid: val, drive 0016E5, which the models trained on) and, when the run
+  held out a drive, on that drive, both through ``aticnet evaluate`` (:func:`aticnet.evaluate.evaluate_weights`),
+  and the change from PyTorch fp32.
+
+Writes ``--out``/deploy.json and deploy.md (the table, the machine, the commands). Run it alone:
+on 2 cores anything beside it changes the times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+import aticnet
+from aticnet.benchmark.machine import CPU_FLAGS, cpu_info, load_average
+from aticnet.cli import main as cli
+from aticnet.config import load_config
+from aticnet.evaluate import evaluate_weights
+from aticnet.fast import LabelPredictor
+from aticnet.io import write_json, write_text
+from aticnet.timing import Entry, run_interleaved
+
+# (label, file kind, backend, precision, infer_scale); file kinds: run, xml, onnx, int8.xml, int8.onnx
+FORMS = [
+    ("PyTorch fp32 (model as built)", "plain", "torch", "32", 1.0),
+    ("PyTorch fp32, aticnet.load (BN folded, exact labels step)", "run", "torch", "32", 1.0),
+    ("PyTorch fp32, infer-scale 0.75", "run", "torch", "32", 0.75),
+    ("PyTorch fp32, infer-scale 0.5", "run", "torch", "32", 0.5),
+    ("ONNX Runtime fp32", "onnx", "onnxruntime", "32", 1.0),
+    ("ONNX Runtime int8 (QDQ)", "int8.onnx", "onnxruntime", "32", 1.0),
+    ("OpenVINO fp32", "xml", "openvino", "32", 1.0),
+    ("OpenVINO bf16", "xml", "openvino", "bf16", 1.0),
+    ("OpenVINO int8 (NNCF)", "int8.xml", "openvino", "32", 1.0),
+    ("OpenVINO int8 + bf16", "int8.xml", "openvino", "bf16", 1.0),
+    ("OpenVINO int8, infer-scale 0.75", "int8.xml", "openvino", "32", 0.75),
+    ("OpenVINO int8, infer-scale 0.5", "int8.xml", "openvino", "32", 0.5),
+]
+
+
+def prepare_files(run: Path, out: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """Export and quantize ``run`` with the CLI, as a user would; returns file kind -> path."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"run": run, "plain": run, "onnx": out / "model.onnx", "xml": out / "model.xml",
+             "int8.onnx": out / "model.int8.onnx", "int8.xml": out / "model.int8.xml"}
+    calibrate = ["--dataset", args.dataset, "--data-root", args.data_root, "--split", args.calibration_split,
+                 "--images", str(args.calibration_images)]
+    commands = {
+        "onnx": ["export", "--weights", str(run), "--format", "onnx", "--dynamic", "--lowres", "--size", "360x480",
+                 "--tolerance", str(args.export_tolerance), "--out", str(files["onnx"])],
+        "xml": ["export", "--weights", str(run), "--format", "openvino", "--size", "360x480", "--tolerance",
+                str(args.export_tolerance), "--out", str(files["xml"])],
+        "int8.onnx": ["quantize", "--weights", str(run), "--backend", "onnxruntime", *calibrate, "--out",
+                      str(files["int8.onnx"])],
+        "int8.xml": ["quantize", "--weights", str(run), "--backend", "openvino", *calibrate, "--out",
+                     str(files["int8.xml"])],
+    }
+    for kind, argv in commands.items():
+        if not files[kind].is_file():
+            print("$ aticnet " + shlex.join(argv), flush=True)
+            if cli(argv) != 0:
+                raise SystemExit(f"aticnet {argv[0]} failed for {run}")
+    return files
+
+
+def evaluate_command(path: Path, backend: str, precision: str, scale: float, args, drive: str | None) -> str:
+    words = ["aticnet", "evaluate", "--weights", str(path), "--dataset", args.dataset, "--data-root", args.data_root]
+    words += ["--split", "train+val", "--drive", drive] if drive else ["--split", args.split]
+    words += [] if backend == "torch" and path.suffix not in (".xml", ".onnx") else ["--backend", backend]
+    words += ["--precision", precision] if precision != "32" else []
+    words += ["--infer-scale", f"{scale:g}"] if scale != 1 else []
+    return shlex.join(words)
+
+
+def score(path: Path, kind: str, backend: str, precision: str, scale: float, args, drive: str | None) -> float:
+    split = "train+val" if drive else args.split
+    result = evaluate_weights(path, args.dataset, args.data_root, split, device="cpu", workers=0, progress=False,
+                              backend=None if kind == "plain" else backend, precision=precision,
+                              infer_scale=scale, drives=[drive] if drive else None)
+    return result["miou"]
+
+
+def predictor(path: Path, kind: str, backend: str, precision: str, scale: float):
+    """image batch (normalised) -> labels, as the form runs it."""
+    if kind == "plain":
+        model = aticnet.load(path).model.eval()
+        return LabelPredictor(model)
+    seg = aticnet.load(path, backend=backend, precision=precision, infer_scale=scale)
+    return seg.labels_of_normalized
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", required=True, help="trained run directories")
+    parser.add_argument("--dataset", default="camvid")
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--split", default="val", help="the labelled split to score (default val)")
+    parser.add_argument("--calibration-split", default="train")
+    parser.add_argument("--calibration-images", type=int, default=32)
+    parser.add_argument("--sizes", nargs="+", default=["1024x2048", "360x480"])
+    parser.add_argument("--export-tolerance", type=float, default=1e-3, help="aticnet export --tolerance")
+    parser.add_argument("--timed-runs", type=int, default=10)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 forms (skipped anyway where the CPU has "
+                        "neither avx512_bf16 nor AMX: OpenVINO would run them in f32)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    info = cpu_info()
+    skip_bf16 = args.no_bf16 or not (info.get("avx512_bf16") or info.get("amx_bf16"))  # OpenVINO would run f32
+    rows = []
+    for run in map(Path, args.runs):
+        cfg = load_config(run / "config.yaml")
+        files = prepare_files(run, out / run.name, args)
+        drive = cfg.holdout_drive or None
+        for label, kind, backend, precision, scale in FORMS:
+            if precision == "bf16" and skip_bf16:
+                continue
+            path = files[kind]
+            row = {"run": str(run), "model": cfg.model, "form": label, "kind": kind, "file": str(path), "backend": backend,
+                   "precision": precision, "infer_scale": scale,
+                   "command": evaluate_command(path, backend, precision, scale, args, None)}
+            row["miou"] = score(path, kind, backend, precision, scale, args, None)
+            if drive:
+                row["held_out_drive"] = drive
+                row["held_out_miou"] = score(path, kind, backend, precision, scale, args, drive)
+            print(f"{run.name:>28} | {label:<58} | {args.split} {100 * row['miou']:.2f}"
+                  + (f" | {drive} {100 * row['held_out_miou']:.2f}" if drive else ""), flush=True)
+            rows.append(row)
+    for size_text in args.sizes:
+        size = tuple(int(v) for v in size_text.lower().split("x"))
+        entries = [Entry(str(i), r["model"], None, predictor(Path(r["file"]), r["kind"], r["backend"], r["precision"],
+                                                             r["infer_scale"]), contextlib.nullcontext)
+                   for i, r in enumerate(rows)]
+        image = torch.randn(1, 3, *size)
+        start_load = load_average()
+        run_interleaved(entries, image, torch.device("cpu"), runs=args.timed_runs, warmup=2, budget_s=float("inf"),
+                        min_runs=args.timed_runs)
+        for r, e in zip(rows, entries, strict=True):
+            r[f"latency_ms_{size_text}"] = 1000 * statistics.median(e.times_s)
+        print(f"timed at {size_text}; load average {start_load} -> {load_average()}", flush=True)
+    machine = (f"{info['model']}, flags: " + (", ".join(f for f in CPU_FLAGS if info.get(f)) or "none of "
+               + ", ".join(CPU_FLAGS)) + f"; {torch.get_num_threads()} threads, torch {torch.__version__}")
+    write_json(out / "deploy.json", {"rows": rows, "machine": machine, "command": shlex.join([sys.executable, *sys.argv])})
+    text = format_table(rows, args.sizes, args.split) + f"\n\nMachine: {machine}.\nCommand: `python {shlex.join(sys.argv)}`\n"
+    write_text(out / "deploy.md", text)
+    print(text)
+
+
+def format_table(rows: list[dict], sizes: list[str], split: str) -> str:
+    """One row per run and form: latency at each size (and speed-up over PyTorch fp32), mIoU and its change."""
+    held = any("held_out_miou" in r for r in rows)
+    head = ["model", "form"] + [f"ms at {s}" for s in sizes] + [f"{split} mIoU (change)"]
+    head += [f"held-out {rows[0]['held_out_drive']} mIoU (change)"] if held else []
+    lines = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
+    for r in rows:
+        base = next(b for b in rows if b["run"] == r["run"] and b["form"] == FORMS[0][0])
+        cells = [r["model"], r["form"]]
+        for s in sizes:
+            ms = r[f"latency_ms_{s}"]
+            cells.append(f"{ms:.0f} ({base[f'latency_ms_{s}'] / ms:.1f}x)")
+        cells.append(f"{100 * r['miou']:.2f} ({100 * (r['miou'] - base['miou']):+.2f})")
+        if held:
+            cells.append(f"{100 * r['held_out_miou']:.2f} ({100 * (r['held_out_miou'] - base['held_out_miou']):+.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
