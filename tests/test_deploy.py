@@ -16,7 +16,8 @@ from conftest import TINY_TRAIN, fails
 from PIL import Image
 
 import aticnet
-from aticnet.benchmark.models import Variant, parse_variant
+from aticnet.analyze import count_flops
+from aticnet.benchmark.models import Variant, parse_variant, prepare_deployed
 from aticnet.cli import main
 from aticnet.data import build_dataset
 from aticnet.deploy import labels as labels_module
@@ -253,3 +254,19 @@ def test_parse_variant_deploy_tokens():
                         ("s0", "unknown variant part"), ("ov+warp", "unknown variant part")]:
         with pytest.raises(UserError, match=phrase):
             parse_variant(bad)
+
+
+def test_benchmark_times_deployed_files_as_they_are(trained, exported, quantized, tmp_path):
+    report = tmp_path / "bench.json"
+    files = [str(exported["xml"]), str(quantized["openvino"]), str(exported["onnx"])]
+    assert main(["benchmark", "--models", ",".join(files), "--variants", "plain,s0.5", "--size", "64x128", "--runs", "2",
+                 "--warmup", "1", "--no-memory", "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["models"]
+    assert sorted(rows) == sorted(f"{f}[{parse_variant(v).name}]" for f in files for v in ("plain", "s0.5"))
+    flops = count_flops(aticnet.load(trained).model, (64, 128), 1) / 1e9
+    for row in rows.values():
+        assert row["runs"] == 2 and row["latency_ms"] > 0
+        assert row["gflops"] == pytest.approx(flops) and row["params"] == sum(
+            p.numel() for p in aticnet.load(trained).model.parameters())
+    with pytest.raises(UserError, match="runs as it is"):
+        prepare_deployed(files[0], parse_variant("fast"))

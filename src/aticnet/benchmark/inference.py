@@ -13,7 +13,17 @@ from ..analyze import count_flops
 from ..errors import UserError
 from ..timing import Entry, matmul_gflops, quantile, run_interleaved, time_pass
 from .machine import cpu_peak_memory, cuda_peak_memory, load_average, machine_info
-from .models import DEFAULT_MODELS, FLOPS_NOTE, TIMED_REGION, Variant, build_benchmark_model, prepare
+from .models import (
+    DEFAULT_MODELS,
+    FLOPS_NOTE,
+    TIMED_REGION,
+    Variant,
+    build_benchmark_model,
+    deployed_architecture,
+    is_deployed_file,
+    prepare,
+    prepare_deployed,
+)
 
 
 def benchmark_inference(
@@ -72,7 +82,9 @@ def benchmark_inference(
     entries: list[Entry] = []
     info: dict[str, dict[str, Any]] = {}
     for name in models:
-        model = build_benchmark_model(name, width=width, num_classes=num_classes)
+        deployed = is_deployed_file(name)
+        model = deployed_architecture(name) if deployed else build_benchmark_model(name, width=width,
+                                                                                    num_classes=num_classes)
         flops = count_flops(model, size, batch)
         base = {
             "model": name,
@@ -83,14 +95,15 @@ def benchmark_inference(
         for v in variants:
             key = f"{name}[{v.name}]" if multi else name
             info[key] = {**base, "variant": v.name}
-            if memory and device.type == "cpu":
+            if memory and device.type == "cpu" and not deployed:
                 log(f"  peak memory of {key} (fresh process)")
                 info[key].update(
                     cpu_peak_memory(
                         name, v, width=width, num_classes=num_classes, size=size, batch=batch, threads=threads
                     )
                 )
-            predictor, autocast = prepare(model, v, device)  # optimised variants work on a copy
+            # optimised variants work on a copy; a deployed file runs as it is
+            predictor, autocast = prepare_deployed(name, v) if deployed else prepare(model, v, device)
             entries.append(Entry(key, name, v, predictor, autocast))
         del model
 

@@ -117,6 +117,34 @@ def build_benchmark_model(name: str, *, width: float | None = None, num_classes:
     return build_model(name, num_classes=num_classes, **overrides).eval()
 
 
+DEPLOYED_SUFFIXES = (".onnx", ".xml")  # files the benchmark runs as they are (aticnet.load), not rebuilt
+
+
+def is_deployed_file(name: str) -> bool:
+    return name.lower().endswith(DEPLOYED_SUFFIXES)
+
+
+def deployed_architecture(path: str) -> nn.Module:
+    """The network a deployed file holds, rebuilt with random weights from the file's metadata: its FLOPs and
+    parameters, for the table (the file itself is what is timed)."""
+    from ..api import load
+    from ..models import ModelConfig, model_from_config
+
+    return model_from_config(ModelConfig.from_dict(load(path).model_config)).eval()
+
+
+def prepare_deployed(path: str, variant: Variant) -> tuple[Callable[[Tensor], Tensor], Callable[[], Any]]:
+    """(image -> labels, context) of a deployed file run as it is: a variant picks only the engine (ov or ort, for
+    an .onnx), the precision (bf16 on OpenVINO) and the input scale; fp32/int8 is the file's own."""
+    from ..api import load
+
+    if variant.int8 or variant.channels_last or variant.fold_bn or variant.compile:
+        raise UserError(f"{path}: a deployed file runs as it is; its variants take only ov, ort, bf16 and sS")
+    seg = load(path, backend=None if variant.engine == "torch" else variant.engine, precision=variant.precision,
+               infer_scale=variant.infer_scale)
+    return seg.labels_of_normalized, contextlib.nullcontext
+
+
 def prepare(model: nn.Module, variant: Variant, device: torch.device) -> tuple[Callable[[Tensor], Tensor], Callable[[], Any]]:
     """(image -> labels callable, context factory) running ``model`` as ``variant`` says.
 

@@ -169,7 +169,8 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         metavar="A,B",
         help=f"comma-separated (default {','.join(DEFAULT_MODELS)}; with --train {','.join(DEFAULT_TRAIN_MODELS)}); "
-        f"peers: {', '.join(PEER_NAMES)}",
+        f"peers: {', '.join(PEER_NAMES)}; or trained runs, or deployed files (.onnx, OpenVINO .xml, int8 too) "
+        "timed as they are",
     )
     p.add_argument(
         "--width", type=float, default=None, help="channel multiplier of the ICNet family (PSPNet keeps 1.0)"
