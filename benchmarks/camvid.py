@@ -50,7 +50,7 @@ RECIPE = ROOT / "configs" / "camvid.yaml"
 HELD_OUT = "0006R0"
 QUICK = {"max_steps": 300, "eval_every": 150, "save_every": 150}
 
-# Recipe experiments: each is configs/camvid_baseline.yaml with these changes, ICNet, seed 0.
+# Recipe experiments: each is configs/camvid_baseline.yaml with these changes, ICNet unless said, seed 0.
 EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
     ("baseline", "the first sessions' recipe (tuned on val)", {}),
     ("decay_weights", "weight decay on conv weights only (the originals' scope)", {"weight_decay_scope": "weights"}),
@@ -65,6 +65,9 @@ EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
     ("decay_0.01", "AdamW's usual decoupled weight decay 0.01, conv weights only",
      {"weight_decay": 0.01, "weight_decay_scope": "weights"}),
     ("dropout", "dropout 0.1 before the classifier", {"model_options": {"dropout": 0.1}}),
+    # the same recipes for AtICNet: a paired look at the paper's claim under each
+    ("aticnet_jitter", "AtICNet, with the jitter change", {"model": "aticnet", "color_jitter": [0.4, 0.4, 0.4, 0.05]}),
+    ("aticnet_baseline", "AtICNet, baseline recipe", {"model": "aticnet"}),
 ]
 CLAIM = {"icnet": 3, "aticnet": 3, "icnet_s5x2": 2, "icnet_atrous": 2, "lraspp_mobilenet_v3": 1}
 PAIRS = [("icnet", "aticnet"), ("icnet", "icnet_s5x2"), ("icnet", "icnet_atrous"), ("icnet", "lraspp_mobilenet_v3")]

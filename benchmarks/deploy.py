@@ -15,7 +15,8 @@ infer-scale):
   held out a drive, on that drive, both through ``aticnet evaluate`` (:func:`aticnet.evaluate.evaluate_weights`),
   and the change from PyTorch fp32.
 
-Writes ``--out``/deploy.json and deploy.md (the table, the machine, the commands). Run it alone:
+Writes ``--out``/deploy.json (``aticnet benchmark --report-from`` renders it into BENCHMARKS.md, with issue 12's
+targets) and deploy.md. Run it alone:
 on 2 cores anything beside it changes the times.
 """
 
@@ -31,7 +32,8 @@ from pathlib import Path
 import torch
 
 import aticnet
-from aticnet.benchmark.machine import CPU_FLAGS, cpu_info, load_average
+from aticnet.benchmark.machine import cpu_info, load_average, machine_info
+from aticnet.benchmark.report import deploy_table
 from aticnet.cli import main as cli
 from aticnet.config import load_config
 from aticnet.evaluate import evaluate_weights
@@ -144,43 +146,27 @@ def main() -> None:
             print(f"{run.name:>28} | {label:<58} | {args.split} {100 * row['miou']:.2f}"
                   + (f" | {drive} {100 * row['held_out_miou']:.2f}" if drive else ""), flush=True)
             rows.append(row)
+    start_load = load_average()
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.lower().split("x"))
         entries = [Entry(str(i), r["model"], None, predictor(Path(r["file"]), r["kind"], r["backend"], r["precision"],
                                                              r["infer_scale"]), contextlib.nullcontext)
                    for i, r in enumerate(rows)]
         image = torch.randn(1, 3, *size)
-        start_load = load_average()
         run_interleaved(entries, image, torch.device("cpu"), runs=args.timed_runs, warmup=2, budget_s=float("inf"),
                         min_runs=args.timed_runs)
         for r, e in zip(rows, entries, strict=True):
             r[f"latency_ms_{size_text}"] = 1000 * statistics.median(e.times_s)
-        print(f"timed at {size_text}; load average {start_load} -> {load_average()}", flush=True)
-    machine = (f"{info['model']}, flags: " + (", ".join(f for f in CPU_FLAGS if info.get(f)) or "none of "
-               + ", ".join(CPU_FLAGS)) + f"; {torch.get_num_threads()} threads, torch {torch.__version__}")
-    write_json(out / "deploy.json", {"rows": rows, "machine": machine, "command": shlex.join([sys.executable, *sys.argv])})
-    text = format_table(rows, args.sizes, args.split) + f"\n\nMachine: {machine}.\nCommand: `python {shlex.join(sys.argv)}`\n"
+        print(f"timed at {size_text}", flush=True)
+    report = {"mode": "deploy", "command": "python " + shlex.join(sys.argv), **machine_info(torch.device("cpu")),
+              "sizes": args.sizes, "split": args.split, "timed_runs": args.timed_runs, "load_avg_start": start_load,
+              "load_avg_end": load_average(), "rows": rows,
+              "timed_region": "float32 NCHW image (normalised) -> network -> labels at full size, batch 1, "
+                              f"{args.timed_runs} timed passes per form after 2 warm-up, round-robin, medians"}
+    write_json(out / "deploy.json", report)
+    text = "\n".join(deploy_table(report)) + "\n"
     write_text(out / "deploy.md", text)
     print(text)
-
-
-def format_table(rows: list[dict], sizes: list[str], split: str) -> str:
-    """One row per run and form: latency at each size (and speed-up over PyTorch fp32), mIoU and its change."""
-    held = any("held_out_miou" in r for r in rows)
-    head = ["model", "form"] + [f"ms at {s}" for s in sizes] + [f"{split} mIoU (change)"]
-    head += [f"held-out {rows[0]['held_out_drive']} mIoU (change)"] if held else []
-    lines = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
-    for r in rows:
-        base = next(b for b in rows if b["run"] == r["run"] and b["form"] == FORMS[0][0])
-        cells = [r["model"], r["form"]]
-        for s in sizes:
-            ms = r[f"latency_ms_{s}"]
-            cells.append(f"{ms:.0f} ({base[f'latency_ms_{s}'] / ms:.1f}x)")
-        cells.append(f"{100 * r['miou']:.2f} ({100 * (r['miou'] - base['miou']):+.2f})")
-        if held:
-            cells.append(f"{100 * r['held_out_miou']:.2f} ({100 * (r['held_out_miou'] - base['held_out_miou']):+.2f})")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

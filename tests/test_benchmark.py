@@ -318,3 +318,30 @@ def test_training_throughput_reports_step_and_pipeline():
     assert r["bound"] in ("data pipeline", "training step")
     assert "pipeline 1" not in render_markdown([r])  # renders
     json.dumps(r)
+
+
+def test_deploy_report_table_and_targets_by_hand():
+    def row(model, form, backend, ms, miou, scale=1.0, precision="32"):
+        return {"run": f"runs/{model}", "model": model, "form": form, "backend": backend, "precision": precision,
+                "infer_scale": scale, "latency_ms_1024x2048": ms, "miou": miou}
+
+    rows = [row("icnet", "PyTorch fp32", "torch", 300, 0.600), row("icnet", "OpenVINO fp32", "openvino", 250, 0.600),
+            row("icnet", "OpenVINO int8", "openvino", 100, 0.597),
+            row("aticnet", "PyTorch fp32", "torch", 330, 0.610), row("aticnet", "OpenVINO fp32", "openvino", 350, 0.610),
+            row("aticnet", "OpenVINO int8", "openvino", 140, 0.600),
+            row("aticnet", "OpenVINO int8, infer-scale 0.5", "openvino", 50, 0.580, scale=0.5)]
+    report = {"mode": "deploy", "command": "python benchmarks/deploy.py", "device": "cpu", "threads": 2, "torch": "2",
+              "cpu": {"model": "Some CPU", "avx512_vnni": True}, "sizes": ["1024x2048"], "split": "val",
+              "timed_region": "image -> labels", "rows": rows}
+    text = render_markdown([report])
+    assert "| icnet | OpenVINO int8 | 100 (3.0x) | 59.70 (-0.30) |" in text
+    assert "| aticnet | OpenVINO int8, infer-scale 0.5 | 50 (6.6x) | 58.00 (-3.00) |" in text
+    assert "CPU flags: avx512_vnni" in text
+    assert "icnet, OpenVINO int8: 3.0x faster than PyTorch fp32, +0.30 mIoU lost on val; **met**" in text
+    assert "aticnet, OpenVINO int8: 2.4x faster than PyTorch fp32, +1.00 mIoU lost on val; **not met**" in text
+    assert "icnet: fastest PyTorch fp32 (PyTorch fp32) 300 ms vs OpenVINO fp32 250 ms; **not met**" in text
+    assert "aticnet: fastest PyTorch fp32 (PyTorch fp32) 330 ms vs OpenVINO fp32 350 ms; **met**" in text
+    assert ("AtICNet / ICNet in their fastest forms at full input size (OpenVINO int8; OpenVINO int8): 1.40x; "
+            "**not met**") in text
+    assert "live video, AtICNet OpenVINO int8, infer-scale 0.5 on 1024x2048 frames, labels at full size: 20.0 " \
+           "frames/s, -3.00 mIoU on val; **met**" in text

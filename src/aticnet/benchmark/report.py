@@ -24,10 +24,10 @@ def _is_inference(r: dict[str, Any]) -> bool:
     return r.get("mode", "inference") == "inference"
 
 
+
 def table_for(r: dict[str, Any]) -> list[str]:
     """The markdown table of one report, whatever it measured."""
-    return {"train": train_table, "labels": labels_table, "accuracy": accuracy_table}.get(r.get("mode"),
-                                                                                         inference_table)(r)
+    return {"train": train_table, "labels": labels_table, "deploy": deploy_table}.get(r.get("mode"), inference_table)(r)
 
 
 def labels_table(r: dict[str, Any]) -> list[str]:
@@ -45,16 +45,60 @@ def labels_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def accuracy_table(r: dict[str, Any]) -> list[str]:
-    """What each deployable form scores on labelled data (benchmarks/deploy.py)."""
-    lines = [f"`{r.get('command')}`", "", f"{_machine(r)}; {r['data']}.", "",
-             "| form | engine | precision | infer scale | labels step | mIoU | change | pixels changed |",
-             "| --- | --- | --- | ---: | --- | ---: | ---: | ---: |"]
-    for row in r["forms"]:
-        lines.append(f"| {row['form']} | {row['engine']} | {row['precision']} | {row['infer_scale']:g} | "
-                     f"{row['labels']} | {100 * row['miou']:.2f} | {100 * row['miou_change']:+.2f} | "
-                     f"{100 * row['pixels_changed']:.3f}% |")
+def deploy_table(r: dict[str, Any]) -> list[str]:
+    """Every deployable form of trained runs (benchmarks/deploy.py): latency at each size with its speed-up over
+    PyTorch fp32 as built, and mIoU with its change from it."""
+    rows, sizes = r["rows"], r["sizes"]
+    held = any(row.get("held_out_miou") is not None for row in rows)
+    head = ["model", "form"] + [f"ms at {s} (speed-up)" for s in sizes] + [f"{r['split']} mIoU (change)"]
+    head += [f"held-out {rows[0]['held_out_drive']} mIoU (change)"] if held else []
+    lines = [f"`{r.get('command')}`", "", f"{_machine(r)}; {r['timed_region']}; {_load(r)}.", "",
+             "| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
+    for row in rows:
+        base = next(b for b in rows if b["run"] == row["run"] and b["form"] == rows[0]["form"])
+        cells = [row["model"], row["form"]]
+        cells += [f"{row[f'latency_ms_{s}']:.0f} ({base[f'latency_ms_{s}'] / row[f'latency_ms_{s}']:.1f}x)" for s in sizes]
+        cells.append(f"{100 * row['miou']:.2f} ({100 * (row['miou'] - base['miou']):+.2f})")
+        if held:
+            cells.append(f"{100 * row['held_out_miou']:.2f} ({100 * (row['held_out_miou'] - base['held_out_miou']):+.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def deploy_targets(reports: Sequence[dict[str, Any]]) -> list[str]:
+    """Issue 12's targets, judged from the deployable-forms reports (1024x2048, as ratios within one run)."""
+    out: list[str] = []
+    for r in (r for r in reports if r.get("mode") == "deploy" and "1024x2048" in r["sizes"]):
+        key = "latency_ms_1024x2048"
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        for row in r["rows"]:
+            by_model.setdefault(row["model"], []).append(row)
+        for model, rows in by_model.items():
+            base = rows[0]
+            for row in (x for x in rows if "int8" in x["form"] and x["infer_scale"] == 1):
+                speed, loss = base[key] / row[key], 100 * (base["miou"] - row["miou"])
+                met = speed >= 2.5 and loss <= 0.5
+                out.append(f"  - {model}, {row['form']}: {speed:.1f}x faster than {base['form']}, {loss:+.2f} mIoU "
+                           f"lost on {r['split']}; {'**met**' if met else '**not met**'}")
+            fp32 = [x for x in rows if x["precision"] == "32" and "int8" not in x["form"] and x["infer_scale"] == 1]
+            ours = min((x for x in fp32 if x["backend"] == "torch"), key=lambda x: x[key])
+            ov = next((x for x in fp32 if x["backend"] == "openvino"), None)
+            if ov:
+                out.append(f"  - {model}: fastest PyTorch fp32 ({ours['form']}) {ours[key]:.0f} ms vs OpenVINO fp32 "
+                           f"{ov[key]:.0f} ms; {'**met**' if ours[key] <= ov[key] else '**not met**: OpenVINO is faster'}")
+        fastest = {m: min((x for x in rows if x["infer_scale"] == 1), key=lambda x: x[key]) for m, rows in by_model.items()}
+        if "icnet" in fastest and "aticnet" in fastest:
+            ratio = fastest["aticnet"][key] / fastest["icnet"][key]
+            out.append(f"  - AtICNet / ICNet in their fastest forms at full input size ({fastest['aticnet']['form']}; "
+                       f"{fastest['icnet']['form']}): {ratio:.2f}x; {'**met**' if ratio <= 1.15 else '**not met**'} "
+                       "(target <= 1.15x)")
+        for row in (x for x in by_model.get("aticnet", []) if x["infer_scale"] == 0.5):
+            fps = 1000 / row[key]
+            out.append(f"  - live video, AtICNet {row['form']} on 1024x2048 frames, labels at full size: {fps:.1f} "
+                       f"frames/s, {100 * (row['miou'] - by_model['aticnet'][0]['miou']):+.2f} mIoU on {r['split']}; "
+                       f"{'**met**' if fps >= 15 else '**not met**'} (target >= 15)")
+    return (["**int8 >= 2.5x PyTorch fp32 at <= 0.5 mIoU loss; PyTorch fp32 no slower than OpenVINO fp32; AtICNet <= "
+             "1.15x ICNet; live video >= 15 frames/s (issue 12)**", *out] if out else [])
 
 
 def _fmt(value: float | None, spec: str = ".1f", none: str = "-") -> str:
@@ -312,15 +356,18 @@ def render_markdown(reports: Sequence[dict[str, Any]]) -> str:
             "`bf16` = weights and activations in bfloat16."
         ),
         "",
-        "## CPU (this machine)",
+        "## CPU",
+        "",
+        "Development machines differ between sessions; each table names its CPU and the flags that decide int8 and "
+        "bf16 speed (avx512_vnni, avx512_bf16, AMX). Compare within a table, as ratios.",
         "",
     ]
     for r in cpu:
         doc += table_for(r) + [""]
     if not cpu:
         doc += ["No CPU report.", ""]
-    doc += ["## Targets (issue 5)", "", *targets(reports), "", "## What pays on this machine", ""]
-    doc += what_pays(cpu) or ["No run compared variants (`--variants plain,fast,...`).", ""]
+    doc += ["## Targets", "", *targets(reports), *deploy_targets(reports), "", "## What pays on this machine", ""]
+    doc += what_pays([r for r in cpu if _is_inference(r)]) or ["No run compared variants (`--variants plain,fast,...`).", ""]
     doc += ["## GPU", ""]
     if gpu:
         for r in gpu:
@@ -337,4 +384,4 @@ def render_markdown(reports: Sequence[dict[str, Any]]) -> str:
     return "\n".join(doc).rstrip() + "\n"
 
 
-__all__ = ["render_markdown", "targets", "what_pays"]
+__all__ = ["deploy_table", "deploy_targets", "render_markdown", "targets", "what_pays"]
