@@ -16,7 +16,9 @@ two changes alone (2 seeds) and torchvision's LR-ASPP (1 seed) with configs/camv
 results.md/json, curves.png and comparison.png (held-out frames) under --out/claim. ``final`` trains
 ICNet and AtICNet on train+val (468 frames) for anyone who has the standard test split:
 ``aticnet evaluate --weights runs/camvid/final/icnet --dataset camvid --data-root CAMVID --split test``.
-Runs resume from their checkpoints and finished runs are reused: stop and start again at will.
+Runs resume from their checkpoints and finished runs are reused: stop and start again at will. Each
+finished run's summary is also kept in benchmarks/results/camvid/ (committed), so the experiments table
+carries over to sessions whose machines no longer hold the run directories.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "configs" / "camvid_baseline.yaml"
 RECIPE = ROOT / "configs" / "camvid.yaml"
 HELD_OUT = "0006R0"
+RESULTS = ROOT / "benchmarks" / "results" / "camvid"  # finished runs' summaries, kept across sessions
 QUICK = {"max_steps": 300, "eval_every": 150, "save_every": 150}
 
 # Recipe experiments: each is configs/camvid_baseline.yaml with these changes, ICNet unless said, seed 0.
@@ -87,9 +90,19 @@ def command_for(config: Path, overrides: dict[str, Any], data_root: str) -> str:
     return shlex.join(words)
 
 
-def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argparse.Namespace, *, latency: bool) -> dict:
-    """Train one run (or reuse it when finished, resume it when stopped); returns its summary."""
+def kept_result(run_dir: Path) -> Path:
+    """Where a finished run's summary is kept in the repository (run directories stay on the machine that made them)."""
+    return RESULTS / run_dir.parent.name / f"{run_dir.name}.json"
+
+
+def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argparse.Namespace, *, latency: bool,
+            weights_needed: bool = True) -> dict:
+    """Train one run (or reuse it when finished, resume it when stopped); returns its summary. Without
+    ``weights_needed`` a summary kept in benchmarks/results/camvid is reused even where the run directory is gone."""
     summary_path = run_dir / "summary.json"
+    if not weights_needed and kept_result(run_dir).is_file() and not args.retrain and not args.quick:
+        print(f"== {run_dir.name}: kept result {kept_result(run_dir).relative_to(ROOT)}; reusing it ==", flush=True)
+        return json.loads(kept_result(run_dir).read_text())
     if summary_path.is_file() and (run_dir / "model.safetensors").is_file() and not args.retrain:
         print(f"== {run_dir} is done; reusing it ==", flush=True)
         result = json.loads(summary_path.read_text())
@@ -119,6 +132,8 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     if latency:
         result["latency_ms_360x480"] = measure_latency(net, (360, 480), runs=10, warmup=2)
     write_json(summary_path, result)
+    if not args.quick:
+        write_json(kept_result(run_dir), result)
     return result
 
 
@@ -133,11 +148,12 @@ def experiments(args: argparse.Namespace) -> None:
     changes = {name: overrides for name, _, overrides in EXPERIMENTS}
     for name in args.only or changes:  # in the order asked for
         for seed in range(args.seeds or 1):
-            run_one(BASELINE, {**changes[name], "seed": seed}, out / f"{name}_seed{seed}", args, latency=False)
-    # The table holds every finished run, whichever invocation trained it, and names those still to run.
+            run_one(BASELINE, {**changes[name], "seed": seed}, out / f"{name}_seed{seed}", args, latency=False,
+                    weights_needed=False)
+    # The table holds every finished run, whichever session trained it, and names those still to run.
     rows, missing = [], []
     for name, change, _ in EXPERIMENTS:
-        done = sorted(out.glob(f"{name}_seed*/summary.json"))
+        done = sorted((RESULTS / "experiments").glob(f"{name}_seed*.json"))
         rows += [{**json.loads(p.read_text()), "name": name, "change": change} for p in done]
         missing += [] if done else [name]
     table = report.format_experiments(rows, HELD_OUT)
