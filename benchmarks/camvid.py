@@ -146,7 +146,7 @@ def cpu_description() -> str:
 def experiments(args: argparse.Namespace) -> None:
     out = Path(args.out) / "experiments"
     changes = {name: overrides for name, _, overrides in EXPERIMENTS}
-    for name in args.only or changes:  # in the order asked for
+    for name in [] if args.table_only else args.only or changes:  # in the order asked for
         for seed in range(args.seeds or 1):
             run_one(BASELINE, {**changes[name], "seed": seed}, out / f"{name}_seed{seed}", args, latency=False,
                     weights_needed=False)
@@ -208,6 +208,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=None, help="claim: only these models")
     parser.add_argument("--only", nargs="+", default=None, choices=[e[0] for e in EXPERIMENTS], help="experiments: only these, in this order")
     parser.add_argument("--retrain", action="store_true", help="train again even when a run is complete")
+    parser.add_argument("--table-only", action="store_true", help="experiments: write the table, train nothing")
     args = parser.parse_args()
     {"experiments": experiments, "claim": claim, "final": final}[args.protocol](args)
 

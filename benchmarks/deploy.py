@@ -9,7 +9,7 @@ For each run it writes the forms a user would deploy, with the commands a user w
 infer-scale):
 
 * the latency of image -> full-size labels (the network and the labels step; batch 1, float NCHW
-  input already normalised), at each ``--sizes``, every form of every run timed round-robin in one
+  input already normalised: a frame of the scored split resized), at each ``--sizes``, every form of every run timed round-robin in one
   process (:mod:`aticnet.timing`), medians;
 * mIoU on ``--split`` (for CamVid: val, drive 0016E5, which the models trained on) and, when the run
   held out a drive, on that drive, both through ``aticnet evaluate`` (:func:`aticnet.evaluate.evaluate_weights`),
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shlex
 import statistics
 import sys
@@ -36,6 +37,7 @@ from aticnet.benchmark.machine import cpu_info, load_average, machine_info
 from aticnet.benchmark.report import deploy_table
 from aticnet.cli import main as cli
 from aticnet.config import load_config
+from aticnet.data import build_dataset
 from aticnet.evaluate import evaluate_weights
 from aticnet.fast import LabelPredictor
 from aticnet.io import write_json, write_text
@@ -64,7 +66,8 @@ def prepare_files(run: Path, out: Path, args: argparse.Namespace) -> dict[str, P
     files = {"run": run, "plain": run, "onnx": out / "model.onnx", "xml": out / "model.xml",
              "int8.onnx": out / "model.int8.onnx", "int8.xml": out / "model.int8.xml"}
     calibrate = ["--dataset", args.dataset, "--data-root", args.data_root, "--split", args.calibration_split,
-                 "--images", str(args.calibration_images)]
+                 "--images", str(args.calibration_images)] + (["--drive", *args.calibration_drive]
+                                                             if args.calibration_drive else [])
     commands = {
         "onnx": ["export", "--weights", str(run), "--format", "onnx", "--dynamic", "--lowres", "--size", "360x480",
                  "--tolerance", str(args.export_tolerance), "--out", str(files["onnx"])],
@@ -109,6 +112,24 @@ def predictor(path: Path, kind: str, backend: str, precision: str, scale: float)
     return seg.labels_of_normalized
 
 
+def timing_image(args: argparse.Namespace, size: tuple[int, int], weights: str) -> torch.Tensor:
+    """A real frame of the scored split resized to ``size`` and normalised: 1 x 3 x H x W. (Noise would make a trained
+    model's logits noise too, and the labels step would not behave as it does on streets.)"""
+    import torch.nn.functional as F
+
+    frames = build_dataset(args.dataset, args.data_root, args.split, None)
+    image = frames.read(len(frames) // 2)[0][None].float() / 255
+    image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return aticnet.load(weights, backend="torch").normalize(image)
+
+
+def previous_scores(out: Path) -> dict[tuple[str, str], dict]:
+    """(run, form) -> the scores of an earlier invocation (``--reuse-scores``: time again without scoring again)."""
+    path = out / "deploy.json"
+    rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+    return {(r["run"], r["form"]): {k: r[k] for k in ("miou", "held_out_drive", "held_out_miou") if k in r} for r in rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", required=True, help="trained run directories")
@@ -117,10 +138,14 @@ def main() -> None:
     parser.add_argument("--split", default="val", help="the labelled split to score (default val)")
     parser.add_argument("--calibration-split", default="train")
     parser.add_argument("--calibration-images", type=int, default=32)
+    parser.add_argument("--calibration-drive", nargs="+", default=None,
+                        help="calibrate on these drives only (CamVid: 0001TP, a training drive that is neither val's "
+                             "0016E5 nor the held-out 0006R0)")
     parser.add_argument("--sizes", nargs="+", default=["1024x2048", "360x480"])
     parser.add_argument("--export-tolerance", type=float, default=1e-3, help="aticnet export --tolerance")
     parser.add_argument("--timed-runs", type=int, default=10)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--reuse-scores", action="store_true", help="take the mIoUs of --out/deploy.json; time only")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 forms (skipped anyway where the CPU has "
                         "neither avx512_bf16 nor AMX: OpenVINO would run them in f32)")
     args = parser.parse_args()
@@ -128,6 +153,7 @@ def main() -> None:
     info = cpu_info()
     skip_bf16 = args.no_bf16 or not (info.get("avx512_bf16") or info.get("amx_bf16"))  # OpenVINO would run f32
     rows = []
+    reused = previous_scores(out) if args.reuse_scores else {}
     for run in map(Path, args.runs):
         cfg = load_config(run / "config.yaml")
         files = prepare_files(run, out / run.name, args)
@@ -139,6 +165,10 @@ def main() -> None:
             row = {"run": str(run), "model": cfg.model, "form": label, "kind": kind, "file": str(path), "backend": backend,
                    "precision": precision, "infer_scale": scale,
                    "command": evaluate_command(path, backend, precision, scale, args, None)}
+            if (str(run), label) in reused:
+                row.update(reused[(str(run), label)])
+                rows.append(row)
+                continue
             row["miou"] = score(path, kind, backend, precision, scale, args, None)
             if drive:
                 row["held_out_drive"] = drive
@@ -152,7 +182,7 @@ def main() -> None:
         entries = [Entry(str(i), r["model"], None, predictor(Path(r["file"]), r["kind"], r["backend"], r["precision"],
                                                              r["infer_scale"]), contextlib.nullcontext)
                    for i, r in enumerate(rows)]
-        image = torch.randn(1, 3, *size)
+        image = timing_image(args, size, rows[0]["file"] if rows[0]["kind"] != "plain" else rows[0]["run"])
         run_interleaved(entries, image, torch.device("cpu"), runs=args.timed_runs, warmup=2, budget_s=float("inf"),
                         min_runs=args.timed_runs)
         for r, e in zip(rows, entries, strict=True):
@@ -161,8 +191,8 @@ def main() -> None:
     report = {"mode": "deploy", "command": "python " + shlex.join(sys.argv), **machine_info(torch.device("cpu")),
               "sizes": args.sizes, "split": args.split, "timed_runs": args.timed_runs, "load_avg_start": start_load,
               "load_avg_end": load_average(), "rows": rows,
-              "timed_region": "float32 NCHW image (normalised) -> network -> labels at full size, batch 1, "
-                              f"{args.timed_runs} timed passes per form after 2 warm-up, round-robin, medians"}
+              "timed_region": "float32 NCHW image (a frame of the scored split, resized and normalised) -> network "
+                              f"-> labels at full size, batch 1, {args.timed_runs} timed passes per form after 2 warm-up, round-robin, medians"}
     write_json(out / "deploy.json", report)
     text = "\n".join(deploy_table(report)) + "\n"
     write_text(out / "deploy.md", text)

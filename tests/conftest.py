@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from aticnet.cli import main
@@ -17,6 +18,15 @@ TINY_TRAIN = [
     "--batch-size", "2", "--workers", "0", "--optimizer", "adamw", "--lr", "0.002",
     "--log-every", "1", "--eval-every", "0", "--eval-max-images", "2",
 ]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread; on a busy machine waiting OpenMP threads cost a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

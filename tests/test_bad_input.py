@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import TINY_TRAIN, H, W, fails, make_folder_set, save
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
@@ -22,7 +21,10 @@ from aticnet import build_model
 from aticnet.checkpoint import save_weights
 from aticnet.cli import main
 
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning"),
+    pytest.mark.usefixtures("one_thread"),  # conftest
+]
 
 def evaluate_argv(weights: Path, root: Path, workers: str = "0") -> list[str]:
     return ["evaluate", "--weights", str(weights), "--dataset", "folder", "--data-root", str(root), "--split", "train",
@@ -49,13 +51,6 @@ def train_argv(root: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread; on a busy machine waiting OpenMP threads cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

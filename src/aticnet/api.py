@@ -224,17 +224,6 @@ class Segmenter:
 
 
 # ----------------------------------------------------------------------------- loading
-def default_backend(device: torch.device, fast: bool = True) -> str:
-    """The engine a run gets by default: OpenVINO on a CPU where it is installed (faster than PyTorch's fastest
-    fp32 path on every CPU measured here: BENCHMARKS.md; converting costs a few seconds when loading), else
-    PyTorch. ``fast=False`` asks for the module as it is: PyTorch."""
-    if device.type != "cpu" or not fast:
-        return "torch"
-    import importlib.util
-
-    return "openvino" if importlib.util.find_spec("openvino") is not None else "torch"
-
-
 def load(
     weights: str | Path,
     device: str | torch.device = "cpu",
@@ -249,7 +238,7 @@ def load(
     an OpenVINO IR ``.xml`` (fp32 or int8) or a TorchScript file written by ``aticnet export``.
 
     ``backend`` (torch, onnxruntime, openvino) picks the engine where a file can run on more than one
-    (default: the file's own; for a run, :func:`default_backend`). ``precision`` "bf16" lets OpenVINO compute
+    (default: the file's own; PyTorch for a run). ``precision`` "bf16" lets OpenVINO compute
     in bfloat16 on CPUs that have it (close, not equal, labels). With ``fast`` a PyTorch model runs with its
     BatchNorms folded into the convs (:func:`aticnet.fast.optimize_for_inference`: the same logits to float
     rounding); ``m.model`` stays the unmodified module.
@@ -284,7 +273,6 @@ def load(
 
     model, meta = load_model(path, device)
     cfg = model.config
-    backend = backend or default_backend(device, fast)
     if backend == "onnxruntime":
         raise UserError(f"{path}: export it to ONNX first (aticnet export --format onnx) to run it in onnxruntime")
     if backend == "openvino":

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..analyze import count_flops
+from ..api import scaled_size
 from ..errors import UserError
 from ..timing import Entry, matmul_gflops, quantile, run_interleaved, time_pass
 from .machine import cpu_peak_memory, cuda_peak_memory, load_average, machine_info
@@ -95,6 +96,8 @@ def benchmark_inference(
         for v in variants:
             key = f"{name}[{v.name}]" if multi else name
             info[key] = {**base, "variant": v.name}
+            if v.infer_scale != 1:  # the network runs on the scaled image
+                info[key]["gflops"] = count_flops(model, scaled_size(size, v.infer_scale), batch) / 1e9
             if memory and device.type == "cpu" and not deployed:
                 log(f"  peak memory of {key} (fresh process)")
                 info[key].update(

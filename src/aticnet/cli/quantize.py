@@ -21,6 +21,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--dataset", help="calibrate on this data set's images (cityscapes, camvid, folder, synthetic)")
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--split", default="train", help="its split (default train)")
+    p.add_argument("--drive", nargs="+", metavar="D", help="only the frames of these drives (CamVid prefixes, cities)")
     p.add_argument("--images-dir", metavar="DIR", help="or calibrate on the pictures in this folder")
     p.add_argument("--images", type=int, default=32, help="calibration images, spread over the set (default 32)")
     p.add_argument("--size", type=parse_size, default=None, help="resize calibration images to HxW (default: their own)")
@@ -36,5 +37,5 @@ def run(args: argparse.Namespace) -> None:
     except ImportError as e:
         raise UserError(f"quantize needs the deploy extra: pip install 'aticnet[deploy]' ({e})") from None
     report = quantize(args.weights, args.out, route=args.backend, dataset=args.dataset, data_root=args.data_root,
-                      split=args.split, images_dir=args.images_dir, count=args.images, size=args.size)
+                      split=args.split, drives=args.drive, images_dir=args.images_dir, count=args.images, size=args.size)
     write_report(args.json, report)

@@ -36,8 +36,8 @@ ROUTES = ("openvino", "onnxruntime")
 
 
 def calibration_images(mean, std, *, dataset: str | None = None, data_root: str | None = None, split: str = "train",
-                       images_dir: str | None = None, count: int = 32, size: tuple[int, int] | None = None
-                       ) -> tuple[list[np.ndarray], str]:
+                       images_dir: str | None = None, count: int = 32, size: tuple[int, int] | None = None,
+                       drives: list[str] | None = None) -> tuple[list[np.ndarray], str]:
     """``count`` normalised 1 x 3 x H x W float32 arrays spread evenly over the source, and a description."""
     from ..data import EvalTransform, build_dataset
     from ..io import IMAGE_EXTENSIONS, read_image
@@ -53,9 +53,10 @@ def calibration_images(mean, std, *, dataset: str | None = None, data_root: str 
         images = [(read_image(p).float() / 255 - m) / s for p in picked]
         where = f"{len(picked)} images of {images_dir}"
     elif dataset and data_root:
-        data = build_dataset(dataset, data_root, split, EvalTransform(mean=mean, std=std))
+        data = build_dataset(dataset, data_root, split, EvalTransform(mean=mean, std=std), drives=drives or None)
         images = [data[i][0] for i in _spread(len(data), count)]
-        where = f"{len(images)} images of {dataset} {split} ({data_root})"
+        where = f"{len(images)} images of {dataset} {split}" + (f", drives {' '.join(drives)}" if drives else "")
+        where += f" ({data_root})"
     else:
         raise UserError("calibration needs images: --dataset and --data-root (and --split), or --images-dir")
     if size is not None:
