@@ -12,7 +12,7 @@ infer-scale):
   input already normalised: a frame of the scored split resized), at each ``--sizes``, every form of every run timed round-robin in one
   process (:mod:`aticnet.timing`), medians;
 * mIoU on ``--split`` (for CamVid: val, drive 0016E5, which the models trained on) and, when the run
-  held out a drive, on that drive, both through ``aticnet evaluate`` (:func:`aticnet.evaluate.evaluate_weights`),
+  held out a drive, on that drive, each by the ``aticnet evaluate`` command stored beside it in the report,
   and the change from PyTorch fp32.
 
 Writes ``--out``/deploy.json (``aticnet benchmark --report-from`` renders it into BENCHMARKS.md, with issue 12's
@@ -28,6 +28,7 @@ import json
 import shlex
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -36,9 +37,9 @@ import aticnet
 from aticnet.benchmark.machine import cpu_info, load_average, machine_info
 from aticnet.benchmark.report import deploy_table
 from aticnet.cli import main as cli
+from aticnet.checkpoint import load_model
 from aticnet.config import load_config
 from aticnet.data import build_dataset
-from aticnet.evaluate import evaluate_weights
 from aticnet.fast import LabelPredictor
 from aticnet.io import write_json, write_text
 from aticnet.timing import Entry, run_interleaved
@@ -86,33 +87,34 @@ def prepare_files(run: Path, out: Path, args: argparse.Namespace) -> dict[str, P
     return files
 
 
-def evaluate_command(path: Path, backend: str, precision: str, scale: float, args, drive: str | None) -> str:
-    words = ["aticnet", "evaluate", "--weights", str(path), "--dataset", args.dataset, "--data-root", args.data_root]
+def evaluate_argv(path: Path, kind: str, backend: str, precision: str, scale: float, args, drive: str | None) -> list[str]:
+    """The ``aticnet evaluate`` arguments that score this form (on ``--split``, or on the held-out ``drive``)."""
+    words = ["evaluate", "--weights", str(path), "--dataset", args.dataset, "--data-root", args.data_root]
     words += ["--split", "train+val", "--drive", drive] if drive else ["--split", args.split]
-    words += [] if backend == "torch" and path.suffix not in (".xml", ".onnx") else ["--backend", backend]
+    words += [] if kind in ("plain", "run") and backend == "torch" else ["--backend", backend]
     words += ["--precision", precision] if precision != "32" else []
     words += ["--infer-scale", f"{scale:g}"] if scale != 1 else []
-    return shlex.join(words)
+    return words + ["--workers", "0"]
 
 
-def score(path: Path, kind: str, backend: str, precision: str, scale: float, args, drive: str | None) -> float:
-    split = "train+val" if drive else args.split
-    result = evaluate_weights(path, args.dataset, args.data_root, split, device="cpu", workers=0, progress=False,
-                              backend=None if kind == "plain" else backend, precision=precision,
-                              infer_scale=scale, drives=[drive] if drive else None)
-    return result["miou"]
+def score(argv: list[str]) -> float:
+    """mIoU of one ``aticnet evaluate`` command, run as it is written in the report."""
+    with tempfile.TemporaryDirectory(prefix="aticnet-deploy-") as tmp:
+        scores = Path(tmp) / "scores.json"
+        if cli([*argv, "--json", str(scores)]) != 0:
+            raise SystemExit("aticnet " + shlex.join(argv) + " failed")
+        return json.loads(scores.read_text())["miou"]
 
 
 def predictor(path: Path, kind: str, backend: str, precision: str, scale: float):
     """image batch (normalised) -> labels, as the form runs it."""
     if kind == "plain":
-        model = aticnet.load(path).model.eval()
-        return LabelPredictor(model)
+        return LabelPredictor(load_model(path)[0])
     seg = aticnet.load(path, backend=backend, precision=precision, infer_scale=scale)
     return seg.labels_of_normalized
 
 
-def timing_image(args: argparse.Namespace, size: tuple[int, int], weights: str) -> torch.Tensor:
+def timing_image(args: argparse.Namespace, size: tuple[int, int], mean, std) -> torch.Tensor:
     """A real frame of the scored split resized to ``size`` and normalised: 1 x 3 x H x W. (Noise would make a trained
     model's logits noise too, and the labels step would not behave as it does on streets.)"""
     import torch.nn.functional as F
@@ -120,7 +122,7 @@ def timing_image(args: argparse.Namespace, size: tuple[int, int], weights: str) 
     frames = build_dataset(args.dataset, args.data_root, args.split, None)
     image = frames.read(len(frames) // 2)[0][None].float() / 255
     image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return aticnet.load(weights, backend="torch").normalize(image)
+    return (image - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
 def previous_scores(out: Path) -> dict[tuple[str, str], dict]:
@@ -163,26 +165,22 @@ def main() -> None:
                 continue
             path = files[kind]
             row = {"run": str(run), "model": cfg.model, "form": label, "kind": kind, "file": str(path), "backend": backend,
-                   "precision": precision, "infer_scale": scale,
-                   "command": evaluate_command(path, backend, precision, scale, args, None)}
-            if (str(run), label) in reused:
-                row.update(reused[(str(run), label)])
-                rows.append(row)
-                continue
-            row["miou"] = score(path, kind, backend, precision, scale, args, None)
-            if drive:
-                row["held_out_drive"] = drive
-                row["held_out_miou"] = score(path, kind, backend, precision, scale, args, drive)
+                   "precision": precision, "infer_scale": scale}
+            for key, where in (("miou", None), ("held_out_miou", drive)) if drive else (("miou", None),):
+                argv = evaluate_argv(path, kind, backend, precision, scale, args, where)
+                row[key.replace("miou", "command")] = "aticnet " + shlex.join(argv)
+                row[key] = reused[(str(run), label)][key] if (str(run), label) in reused else score(argv)
+            row.update({"held_out_drive": drive} if drive else {})
             print(f"{run.name:>28} | {label:<58} | {args.split} {100 * row['miou']:.2f}"
                   + (f" | {drive} {100 * row['held_out_miou']:.2f}" if drive else ""), flush=True)
             rows.append(row)
     start_load = load_average()
+    predictors = [predictor(Path(r["file"]), r["kind"], r["backend"], r["precision"], r["infer_scale"]) for r in rows]
+    first = load_model(rows[0]["run"])[0].config  # every model here normalises as its config says
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.lower().split("x"))
-        entries = [Entry(str(i), r["model"], None, predictor(Path(r["file"]), r["kind"], r["backend"], r["precision"],
-                                                             r["infer_scale"]), contextlib.nullcontext)
-                   for i, r in enumerate(rows)]
-        image = timing_image(args, size, rows[0]["file"] if rows[0]["kind"] != "plain" else rows[0]["run"])
+        entries = [Entry(str(i), r["model"], None, f, contextlib.nullcontext) for i, (r, f) in enumerate(zip(rows, predictors))]
+        image = timing_image(args, size, first.mean, first.std)
         run_interleaved(entries, image, torch.device("cpu"), runs=args.timed_runs, warmup=2, budget_s=float("inf"),
                         min_runs=args.timed_runs)
         for r, e in zip(rows, entries, strict=True):

@@ -24,7 +24,6 @@ def _is_inference(r: dict[str, Any]) -> bool:
     return r.get("mode", "inference") == "inference"
 
 
-
 def table_for(r: dict[str, Any]) -> list[str]:
     """The markdown table of one report, whatever it measured."""
     return {"train": train_table, "labels": labels_table, "deploy": deploy_table}.get(r.get("mode"), inference_table)(r)
