@@ -129,7 +129,6 @@ class Segmenter:
         source: str = "",
         align_corners: bool = True,
         infer_scale: float = 1.0,
-        model_config: dict[str, Any] | None = None,
     ) -> None:
         meta = dict(meta or {})
         if infer_scale <= 0:
@@ -143,7 +142,6 @@ class Segmenter:
         self.device = torch.device(device)
         self.align_corners = align_corners
         self.infer_scale = float(infer_scale)
-        self.model_config = dict(model_config or {})  # ModelConfig.to_dict() of the network, whatever runs it
         self.mean = torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1)
         self.std = torch.tensor([float(v) for v in std]).view(1, 3, 1, 1)
         self.classes: list[str] = list(meta.get("classes") or [f"class {i}" for i in range(self.num_classes)])
@@ -267,8 +265,7 @@ def load(
         return Segmenter(runner, num_classes=config["num_classes"], mean=meta.pop("mean", config.get("mean")),
                          std=meta.pop("std", config.get("std")), meta=meta, device=device if on_device else "cpu",
                          model=getattr(runner, "module", None), name=config.get("name", path.stem), source=str(path),
-                         align_corners=config.get("align_corners", True), infer_scale=infer_scale,
-                         model_config=config)
+                         align_corners=config.get("align_corners", True), infer_scale=infer_scale)
     from .checkpoint import load_model
 
     model, meta = load_model(path, device)
@@ -285,4 +282,4 @@ def load(
         runner = TorchRunner(optimize_for_inference(model) if fast else model, device)
     return Segmenter(runner, num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std, meta=meta, model=model,
                      device=device if backend != "openvino" else "cpu", name=cfg.name, source=str(path),
-                     align_corners=cfg.align_corners, infer_scale=infer_scale, model_config=cfg.to_dict())
+                     align_corners=cfg.align_corners, infer_scale=infer_scale)

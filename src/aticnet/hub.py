@@ -103,7 +103,7 @@ class PretrainedSegmentation(ModelHubMixin, library_name="aticnet", pipeline_tag
         runner = optimize_for_inference(model) if fast else model
         return Segmenter(TorchRunner(runner, device), num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std,
                          meta=self.meta, model=model, device=device, name=cfg.name, source=source,
-                         align_corners=cfg.align_corners, model_config=cfg.to_dict())
+                         align_corners=cfg.align_corners)
 
     # ------------------------------------------------------------------ reading
     @classmethod

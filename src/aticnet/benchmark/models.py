@@ -127,10 +127,12 @@ def is_deployed_file(name: str) -> bool:
 def deployed_architecture(path: str) -> nn.Module:
     """The network a deployed file holds, rebuilt with random weights from the file's metadata: its FLOPs and
     parameters, for the table (the file itself is what is timed)."""
-    from ..api import load
+    from pathlib import Path
+
+    from ..deploy.backends import deployed_meta
     from ..models import ModelConfig, model_from_config
 
-    return model_from_config(ModelConfig.from_dict(load(path).model_config)).eval()
+    return model_from_config(ModelConfig.from_dict(deployed_meta(Path(path))["model_config"])).eval()
 
 
 def prepare_deployed(path: str, variant: Variant) -> tuple[Callable[[Tensor], Tensor], Callable[[], Any]]:

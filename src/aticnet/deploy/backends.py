@@ -170,16 +170,24 @@ def load_onnx(path: Path, device: torch.device, backend: str = "onnxruntime",
     return OnnxRuntimeRunner(session, meta["output_stride"]), meta
 
 
-def load_openvino(path: Path, precision: str = "32") -> tuple[OpenVINORunner, dict[str, Any]]:
-    """(runner, metadata) of an OpenVINO IR (``.xml``) or ``.onnx`` file, compiled for the CPU."""
+def _read_openvino(path: Path) -> Any:
     ov = _needs("openvino", "deploy", path)
-    core = ov.Core()
     try:
-        model = core.read_model(str(path))
+        return ov.Core().read_model(str(path))
     except RuntimeError as e:
         raise UserError(f"{path}: OpenVINO cannot read it ({str(e).strip().splitlines()[0][:160]})") from None
+
+
+def load_openvino(path: Path, precision: str = "32") -> tuple[OpenVINORunner, dict[str, Any]]:
+    """(runner, metadata) of an OpenVINO IR (``.xml``) or ``.onnx`` file, compiled for the CPU."""
+    model = _read_openvino(path)
     meta = onnx_meta(path) if path.suffix.lower() == ".onnx" else openvino_meta(model, path)
     return OpenVINORunner(compile_openvino(model, precision), meta["output_stride"]), meta
+
+
+def deployed_meta(path: Path) -> dict[str, Any]:
+    """The metadata of an ``.onnx`` or OpenVINO ``.xml`` file, read without compiling it."""
+    return onnx_meta(path) if path.suffix.lower() == ".onnx" else openvino_meta(_read_openvino(path), path)
 
 
 def compile_openvino(model: Any, precision: str = "32") -> Any:
