@@ -71,6 +71,8 @@ EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
     # the same recipes for AtICNet: a paired look at the paper's claim under each
     ("aticnet_jitter", "AtICNet, with the jitter change", {"model": "aticnet", "color_jitter": [0.4, 0.4, 0.4, 0.05]}),
     ("aticnet_baseline", "AtICNet, baseline recipe", {"model": "aticnet"}),
+    ("aticnet_decay_weights", "AtICNet, weight decay on conv weights only",
+     {"model": "aticnet", "weight_decay_scope": "weights"}),
 ]
 CLAIM = {"icnet": 3, "aticnet": 3, "icnet_s5x2": 2, "icnet_atrous": 2, "lraspp_mobilenet_v3": 1}
 PAIRS = [("icnet", "aticnet"), ("icnet", "icnet_s5x2"), ("icnet", "icnet_atrous"), ("icnet", "lraspp_mobilenet_v3")]

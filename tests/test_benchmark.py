@@ -19,6 +19,7 @@ from aticnet.benchmark import (
     quantile,
     run_interleaved,
 )
+from aticnet.benchmark import report as report_module
 from aticnet.benchmark.report import render_markdown
 from aticnet.cli.benchmark import add_parser
 from aticnet.errors import UserError
@@ -320,7 +321,7 @@ def test_training_throughput_reports_step_and_pipeline():
     json.dumps(r)
 
 
-def test_deploy_report_table_and_targets_by_hand():
+def test_deploy_report_table_and_targets_by_hand(monkeypatch):
     def row(model, form, backend, ms, miou, scale=1.0, precision="32"):
         return {"run": f"runs/{model}", "model": model, "form": form, "backend": backend, "precision": precision,
                 "infer_scale": scale, "latency_ms_1024x2048": ms, "miou": miou}
@@ -339,7 +340,10 @@ def test_deploy_report_table_and_targets_by_hand():
     assert "CPU flags: avx512_vnni" in text
     assert "icnet, OpenVINO int8: 3.0x faster than PyTorch fp32, +0.30 mIoU lost on val; **met**" in text
     assert "aticnet, OpenVINO int8: 2.4x faster than PyTorch fp32, +1.00 mIoU lost on val; **not met**" in text
-    assert "icnet: fastest PyTorch fp32 (PyTorch fp32) 300 ms vs OpenVINO fp32 250 ms; **not met**" in text
+    assert ("icnet: fastest PyTorch fp32 (PyTorch fp32) 300 ms vs OpenVINO fp32 250 ms; **met**: OpenVINO is faster, "
+            "and a run loads on it by default") in text
+    monkeypatch.setattr(report_module, "DEFAULT_CPU_ENGINE", "torch")
+    assert "250 ms; **not met**: OpenVINO is faster but not the default engine" in render_markdown([report])
     assert "aticnet: fastest PyTorch fp32 (PyTorch fp32) 330 ms vs OpenVINO fp32 350 ms; **met**" in text
     assert ("AtICNet / ICNet in their fastest forms at full input size (OpenVINO int8; OpenVINO int8): 1.40x; "
             "**not met**") in text

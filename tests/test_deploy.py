@@ -5,7 +5,9 @@ logits with real structure, so int8 and fp32 are compared on labels that mean so
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image
 
 import aticnet
 from aticnet.analyze import count_flops
+from aticnet.api import default_backend
 from aticnet.benchmark.models import Variant, parse_variant, prepare_deployed
 from aticnet.cli import main
 from aticnet.data import build_dataset
@@ -142,14 +145,14 @@ def test_infer_scale_runs_the_network_on_the_resized_image(trained):
         aticnet.load(trained, infer_scale=0)
 
 
-FORMS = [("onnx", None), ("onnx", "openvino"), ("xml", None), ("run", "openvino")]
+FORMS = [("onnx", None), ("onnx", "openvino"), ("xml", None), ("run", "openvino"), ("run", None)]
 
 
 @pytest.mark.parametrize("form,backend", FORMS)
 def test_every_form_gives_the_runs_logits_and_labels(trained, exported, val_images, form, backend):
     reference = aticnet.load(trained, fast=False)
     seg = aticnet.load(trained if form == "run" else exported[form], backend=backend)
-    assert seg.backend == (backend or {"onnx": "onnxruntime", "xml": "openvino"}[form])
+    assert seg.backend == (backend or {"onnx": "onnxruntime", "xml": "openvino", "run": "openvino"}[form])
     assert seg.classes == reference.classes and seg.colors == reference.colors
     assert seg.num_classes == reference.num_classes
     images = torch.stack([im for im, _ in val_images])
@@ -158,6 +161,16 @@ def test_every_form_gives_the_runs_logits_and_labels(trained, exported, val_imag
     assert (got - want).abs().max() <= 1e-3 * max(1.0, want.abs().max().item())
     for image, _ in val_images:
         assert agreement(seg.predict(image), reference.predict(image)) >= 0.999
+
+
+def test_a_run_gets_openvino_on_a_cpu_where_it_is_installed(monkeypatch):
+    cpu = torch.device("cpu")
+    assert default_backend(cpu) == "openvino"
+    assert default_backend(cpu, fast=False) == "torch"  # the module as it is
+    assert default_backend(torch.device("cuda")) == "torch"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert default_backend(cpu) == "torch"
 
 
 def score(seg, val_images, infer_scale=None) -> float:
@@ -171,6 +184,24 @@ def score(seg, val_images, infer_scale=None) -> float:
     tp = matrix.diagonal().double()
     union = matrix.sum(0) + matrix.sum(1) - matrix.diagonal()
     return (tp[union > 0] / union[union > 0]).mean().item()
+
+
+def test_openvino_models_can_go_in_any_order(trained, exported):
+    """OpenVINO's CPU plugin swaps the signal stack of the thread that starts it and puts the old one back when
+    it goes (see aticnet.deploy.backends.openvino_core). In a fresh process: two models loaded, dropped in the
+    order they came, then a child process ends, which delivers a signal that Python handles."""
+    code = f"""
+import gc, signal, subprocess, time
+import aticnet
+first = aticnet.load({str(trained)!r}, backend="openvino")
+second = aticnet.load({str(exported["xml"])!r})
+del first; gc.collect(); del second; gc.collect()
+signal.signal(signal.SIGCHLD, lambda *args: None)
+subprocess.run(["true"]); time.sleep(0.2)
+print("alive")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout.split()[-1:]) == (0, ["alive"]), done.stderr[-1500:]
 
 
 @pytest.mark.parametrize("form,scale", [("xml", None), ("onnx", None), ("xml", 0.5)])

@@ -182,6 +182,8 @@ BUGS = [
      "w0, h0 = 1 - h1, 1 - w1", "test_deploy.py"),
     ("infer-scale of a call ignored", "api.py", "scale = self.infer_scale if infer_scale is None else infer_scale",
      "scale = self.infer_scale", "test_deploy.py test_app.py"),
+    ("a new OpenVINO Core for every model", "deploy/backends.py", "@functools.cache\ndef openvino_core",
+     "def openvino_core", "test_deploy.py"),
     ("quantize calibrates on one image", "deploy/quantize.py",
      "images = [data[i][0] for i in _spread(len(data), count)]", "images = [data[i][0] for i in _spread(len(data), 1)]",
      "test_deploy.py"),

@@ -222,6 +222,21 @@ class Segmenter:
 
 
 # ----------------------------------------------------------------------------- loading
+# The engine a run prefers on a CPU where it is installed: OpenVINO fp32 beats PyTorch's fastest fp32 path on
+# every CPU measured here (README "Deploying on a CPU"); converting costs a few seconds when loading.
+DEFAULT_CPU_ENGINE = "openvino"
+
+
+def default_backend(device: torch.device, fast: bool = True) -> str:
+    """The engine a run gets by default: :data:`DEFAULT_CPU_ENGINE` on a CPU where it is installed, else
+    PyTorch. ``fast=False`` asks for the module as it is: PyTorch."""
+    if device.type != "cpu" or not fast:
+        return "torch"
+    import importlib.util
+
+    return DEFAULT_CPU_ENGINE if importlib.util.find_spec(DEFAULT_CPU_ENGINE) is not None else "torch"
+
+
 def load(
     weights: str | Path,
     device: str | torch.device = "cpu",
@@ -236,7 +251,7 @@ def load(
     an OpenVINO IR ``.xml`` (fp32 or int8) or a TorchScript file written by ``aticnet export``.
 
     ``backend`` (torch, onnxruntime, openvino) picks the engine where a file can run on more than one
-    (default: the file's own; PyTorch for a run). ``precision`` "bf16" lets OpenVINO compute
+    (default: the file's own; for a run, :func:`default_backend`). ``precision`` "bf16" lets OpenVINO compute
     in bfloat16 on CPUs that have it (close, not equal, labels). With ``fast`` a PyTorch model runs with its
     BatchNorms folded into the convs (:func:`aticnet.fast.optimize_for_inference`: the same logits to float
     rounding); ``m.model`` stays the unmodified module.
@@ -270,6 +285,7 @@ def load(
 
     model, meta = load_model(path, device)
     cfg = model.config
+    backend = backend or default_backend(device, fast)
     if backend == "onnxruntime":
         raise UserError(f"{path}: export it to ONNX first (aticnet export --format onnx) to run it in onnxruntime")
     if backend == "openvino":

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..deploy.backends import openvino_core
 from ..deploy.labels import labels_from_logits, upsample_argmax
 from ..timing import Entry, quantile, run_interleaved
 from .machine import load_average, machine_info
@@ -69,7 +70,7 @@ def _openvino_graph(example: Tensor, size: tuple[int, int], align_corners: bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = ov.convert_model(_UpsampleArgmax(size, align_corners).eval(), example_input=example)
-    compiled = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
 
     def run(x: Tensor) -> Tensor:

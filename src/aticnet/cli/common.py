@@ -45,8 +45,9 @@ def subcommand(subparsers: Any, name: str, doc: str | None, help: str) -> argpar
 def add_engine(parser: argparse.ArgumentParser) -> None:
     """--backend, --infer-scale and --precision: how a deployable form runs (see aticnet.load)."""
     parser.add_argument("--backend", default=None, choices=["torch", "onnxruntime", "openvino"],
-                        help="the engine, where the weights can run on more than one (default: the file's own; "
-                             "a run or .safetensors can also run on openvino, converted when loaded)")
+                        help="the engine, where the weights can run on more than one (default: the file's own; a "
+                             "run or .safetensors runs on openvino, converted when loaded, on a CPU where it is "
+                             "installed, else torch; evaluate scores a run with torch unless told)")
     parser.add_argument("--infer-scale", type=float, default=1.0, metavar="S",
                         help="run the network at S x the image size; labels still at the image's size (default 1)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"],

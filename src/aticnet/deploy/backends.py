@@ -17,6 +17,7 @@ under ``aticnet`` (one JSON string), TorchScript as ``aticnet.json`` among its e
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -170,10 +171,25 @@ def load_onnx(path: Path, device: torch.device, backend: str = "onnxruntime",
     return OnnxRuntimeRunner(session, meta["output_stride"]), meta
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, kept until exit. Each Core starts its own CPU plugin, and the
+    plugin installs a signal stack (sigaltstack) on the thread that starts it and puts back the one it found
+    when it goes. Two Cores that go in the order they came (not the reverse) leave the thread pointing at a
+    freed stack, and the next signal (a child process ending) kills the process with SIGSEGV
+    (openvino 2026.4; tests/test_deploy.py::test_openvino_models_can_go_in_any_order). One Core, as OpenVINO
+    advises anyway, never goes before the end."""
+    import openvino as ov
+
+    core = ov.Core()
+    core.get_property("CPU", "FULL_DEVICE_NAME")  # starts the CPU plugin now, not at the first compile
+    return core
+
+
 def _read_openvino(path: Path) -> Any:
-    ov = _needs("openvino", "deploy", path)
+    _needs("openvino", "deploy", path)
     try:
-        return ov.Core().read_model(str(path))
+        return openvino_core().read_model(str(path))
     except RuntimeError as e:
         raise UserError(f"{path}: OpenVINO cannot read it ({str(e).strip().splitlines()[0][:160]})") from None
 
@@ -192,12 +208,10 @@ def deployed_meta(path: Path) -> dict[str, Any]:
 
 def compile_openvino(model: Any, precision: str = "32") -> Any:
     """``model`` compiled for the CPU for latency, computing in fp32 or bf16 (``precision`` "32" or "bf16")."""
-    import openvino as ov
-
     if precision not in PRECISIONS:
         raise UserError(f"OpenVINO runs in precision 32 or bf16, not {precision!r}")
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
-    return ov.Core().compile_model(model, "CPU", config)
+    return openvino_core().compile_model(model, "CPU", config)
 
 
 def convert_to_openvino(model: nn.Module, example: Tensor) -> Any:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .backends import RT_INFO_KEY, convert_to_openvino, file_meta
+from .backends import RT_INFO_KEY, convert_to_openvino, file_meta, openvino_core
 
 ROUTES = ("openvino", "onnxruntime")
 
@@ -113,6 +113,7 @@ def _openvino(model, meta: dict[str, Any], data: list[np.ndarray], out: Path) ->
     import openvino as ov
 
     ov_model = convert_to_openvino(model, torch.from_numpy(data[0]))
+    openvino_core()  # before NNCF's own Cores, so that theirs come and go inside ours (see openvino_core)
     quantized = nncf.quantize(ov_model, nncf.Dataset(data), subset_size=len(data),
                               preset=nncf.QuantizationPreset.PERFORMANCE)
     ov_model_meta = file_meta(model, meta, model.output_stride)
