@@ -174,11 +174,12 @@ def load_onnx(path: Path, device: torch.device, backend: str = "onnxruntime",
 @functools.cache
 def openvino_core() -> Any:
     """The process's one ``openvino.Core``, kept until exit. Each Core starts its own CPU plugin, and the
-    plugin installs a signal stack (sigaltstack) on the thread that starts it and puts back the one it found
-    when it goes. Two Cores that go in the order they came (not the reverse) leave the thread pointing at a
-    freed stack, and the next signal (a child process ending) kills the process with SIGSEGV
-    (openvino 2026.4; tests/test_deploy.py::test_openvino_models_can_go_in_any_order). One Core, as OpenVINO
-    advises anyway, never goes before the end."""
+    plugin installs a signal stack (sigaltstack, big enough for AMX's signal frames: openvinotoolkit/openvino
+    pull 11894) on the thread that starts it, and puts back the one it found when it goes. Two Cores that go
+    in the order they came (not the reverse) leave the thread pointing at a freed stack, and the next signal
+    (a child process ending) kills the process with SIGSEGV (openvino 2026.4;
+    tests/test_deploy.py::test_openvino_models_can_go_in_any_order). One Core, as OpenVINO advises anyway,
+    never goes before the end."""
     import openvino as ov
 
     core = ov.Core()
