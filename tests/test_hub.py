@@ -24,6 +24,7 @@ from conftest import TINY_TRAIN
 
 import aticnet
 from aticnet import hub
+from aticnet.api import default_backend
 from aticnet.checkpoint import save_weights
 from aticnet.cli import main
 from aticnet.errors import UserError
@@ -69,8 +70,10 @@ def test_round_trip_gives_identical_weights_and_logits(run_dir, folder):
     own, back = original.model.state_dict(), loaded.model.state_dict()
     assert own.keys() == back.keys() and all(torch.equal(own[k], back[k]) for k in own)
     assert torch.equal(loaded.logits(probe()), original.logits(probe()))
-    fast = aticnet.from_pretrained(str(folder))  # BatchNorms folded, as aticnet.load does
+    fast = aticnet.from_pretrained(str(folder), backend="torch")  # BatchNorms folded, as aticnet.load does
     assert torch.equal(fast.logits(probe()), aticnet.load(run_dir, backend="torch").logits(probe()))
+    assert aticnet.from_pretrained(folder).backend == aticnet.load(run_dir).backend == default_backend(
+        torch.device("cpu"))  # the same default engine
     assert loaded.classes == original.classes and loaded.colors == original.colors
     # the folder is an ordinary aticnet weights folder too
     assert torch.equal(aticnet.load(folder, fast=False).logits(probe()), original.logits(probe()))
@@ -143,8 +146,8 @@ def test_push_to_hub_layout_loads_by_folder_and_by_repo_id(run_dir, tmp_path, mo
     assert calls == [("create_repo", "someone/icnet-tiny"), ("upload_folder", "someone/icnet-tiny")]
     assert sorted(p.name for p in uploaded.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     want = aticnet.load(run_dir, backend="torch").logits(probe())
-    assert torch.equal(aticnet.from_pretrained(uploaded).logits(probe()), want)
-    by_id = aticnet.from_pretrained("someone/icnet-tiny", cache_dir=cache)
+    assert torch.equal(aticnet.from_pretrained(uploaded, backend="torch").logits(probe()), want)
+    by_id = aticnet.from_pretrained("someone/icnet-tiny", cache_dir=cache, backend="torch")
     assert torch.equal(by_id.logits(probe()), want) and by_id.source == "someone/icnet-tiny"
     with pytest.raises(UserError, match="someone/other"):
         aticnet.from_pretrained("someone/other", cache_dir=cache)
@@ -192,5 +195,6 @@ def test_export_format_pretrained(run_dir, tmp_path, capsys):
     assert data["format"] == "pretrained" and data["latency"]["size"] == [32, 64] and data["latency"]["ms"] > 0
     card = hub_lib.ModelCard.load(out / "README.md")
     assert card.data.license == "mit" and "ms per image at 32x64" in card.text
-    assert torch.equal(aticnet.from_pretrained(out).logits(probe()), aticnet.load(run_dir, backend="torch").logits(probe()))
+    assert torch.equal(aticnet.from_pretrained(out, backend="torch").logits(probe()),
+                       aticnet.load(run_dir, backend="torch").logits(probe()))
     assert main(["export", "--format", "pretrained", "--weights", str(tmp_path / "none"), "--out", str(out)]) == 2

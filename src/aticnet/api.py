@@ -284,10 +284,20 @@ def load(
     from .checkpoint import load_model
 
     model, meta = load_model(path, device)
+    return segmenter_of_module(model, meta, device, backend=backend, fast=fast, infer_scale=infer_scale,
+                               precision=precision, source=str(path))
+
+
+def segmenter_of_module(model: nn.Module, meta: dict[str, Any], device: torch.device, *, backend: str | None = None,
+                        fast: bool = True, infer_scale: float = 1.0, precision: str = "32",
+                        source: str = "") -> Segmenter:
+    """A :class:`Segmenter` running an aticnet model (eval mode, on ``device``) on ``backend`` (default:
+    :func:`default_backend`): PyTorch, BatchNorms folded with ``fast``, or OpenVINO, converted here."""
     cfg = model.config
     backend = backend or default_backend(device, fast)
     if backend == "onnxruntime":
-        raise UserError(f"{path}: export it to ONNX first (aticnet export --format onnx) to run it in onnxruntime")
+        raise UserError(f"{source or cfg.name}: export it to ONNX first (aticnet export --format onnx) to run it "
+                        "in onnxruntime")
     if backend == "openvino":
         if device.type != "cpu":
             raise UserError("--backend openvino runs on the CPU")
@@ -297,5 +307,5 @@ def load(
     else:
         runner = TorchRunner(optimize_for_inference(model) if fast else model, device)
     return Segmenter(runner, num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std, meta=meta, model=model,
-                     device=device if backend != "openvino" else "cpu", name=cfg.name, source=str(path),
+                     device=device if backend != "openvino" else "cpu", name=cfg.name, source=source,
                      align_corners=cfg.align_corners, infer_scale=infer_scale)

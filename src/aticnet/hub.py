@@ -33,12 +33,10 @@ from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, HFValidationError
 from torch import nn
 
-from .api import Segmenter, default_palette
-from .deploy.backends import TorchRunner
+from .api import Segmenter, default_palette, segmenter_of_module
 from .checkpoint import load_model, load_state, read_weights, resolve_weights, save_weights
 from .distributed import pick_device
 from .errors import UserError
-from .fast import optimize_for_inference
 from .io import write_json
 from .models import ModelConfig, model_from_config
 
@@ -95,15 +93,13 @@ class PretrainedSegmentation(ModelHubMixin, library_name="aticnet", pipeline_tag
         return build_model_card(self.model, self.meta, run=run, latency=self.latency, license=self.license,
                                 repo_id=kwargs.get("repo_id"))
 
-    def segmenter(self, device: str | torch.device = "cpu", fast: bool = True, source: str = "") -> Segmenter:
-        """A :class:`Segmenter` running this model (``fast``: BatchNorms folded, as :func:`aticnet.load`)."""
+    def segmenter(self, device: str | torch.device = "cpu", fast: bool = True, source: str = "",
+                  backend: str | None = None) -> Segmenter:
+        """A :class:`Segmenter` running this model on ``backend``, as :func:`aticnet.load` runs a run (default:
+        OpenVINO on a CPU where it is installed; PyTorch with ``fast`` BatchNorms folded)."""
         device = pick_device(device)
-        model = self.model.to(device).eval()
-        cfg = model.config
-        runner = optimize_for_inference(model) if fast else model
-        return Segmenter(TorchRunner(runner, device), num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std,
-                         meta=self.meta, model=model, device=device, name=cfg.name, source=source,
-                         align_corners=cfg.align_corners)
+        return segmenter_of_module(self.model.to(device).eval(), self.meta, device, backend=backend, fast=fast,
+                                   source=source)
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -185,12 +181,13 @@ def save_pretrained(source: Any, save_directory: str | Path, *, meta: dict[str, 
 
 
 def from_pretrained(name_or_path: str | Path, *, device: str | torch.device = "cpu", fast: bool = True,
-                    revision: str | None = None, cache_dir: str | Path | None = None,
+                    backend: str | None = None, revision: str | None = None, cache_dir: str | Path | None = None,
                     local_files_only: bool = False, token: str | bool | None = None) -> Segmenter:
     """A :class:`Segmenter` from a Hub folder (or run directory), or from a Hub repo id ("user/name").
 
     Repo ids go through ``huggingface_hub``'s download and cache (``HF_HUB_OFFLINE=1`` reads the
-    cache only). ``fast`` folds BatchNorms as :func:`aticnet.load` does."""
+    cache only). ``fast`` and ``backend`` as :func:`aticnet.load`: OpenVINO by default on a CPU where it is
+    installed."""
     text = str(name_or_path)
     if not os.path.isdir(text) and (os.path.exists(text) or text.startswith((".", "/", "~")) or text.count("/") > 1):
         raise UserError(f"{text}: not a model folder (a directory with config.json and model.safetensors)")
@@ -198,14 +195,14 @@ def from_pretrained(name_or_path: str | Path, *, device: str | torch.device = "c
     if os.path.isdir(text) and not (Path(text) / CONFIG_NAME).is_file():
         from .api import load  # a run directory or a folder with only weights: aticnet's own loader
 
-        return load(text, device, fast=fast)
+        return load(text, device, fast=fast, backend=backend)
     try:
         item = PretrainedSegmentation.from_pretrained(text, revision=revision, cache_dir=cache_dir,
                                                       local_files_only=local_files_only, token=token)
     except (EntryNotFoundError, HfHubHTTPError, HFValidationError, OSError) as e:
         first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
         raise UserError(f"{text}: cannot load it from the Hub or its cache ({e.__class__.__name__}: {first[:200]})") from None
-    return item.segmenter(device, fast, source=text)
+    return item.segmenter(device, fast, source=text, backend=backend)
 
 
 def measure_latency(segmenter: Segmenter, size: tuple[int, int] = (1024, 2048), runs: int = 5) -> dict[str, Any]:
@@ -231,7 +228,7 @@ def export_pretrained(weights: str | Path, out: str | Path, *, size: tuple[int, 
         raise UserError(f"--latency-runs must be 0 or more, not {latency_runs}")
     item = pretrained(weights, license=license)
     if latency_runs:
-        item.latency = measure_latency(item.segmenter(), tuple(size), runs=latency_runs)
+        item.latency = measure_latency(item.segmenter(backend="torch"), tuple(size), runs=latency_runs)
     (out / CARD_NAME).unlink(missing_ok=True)
     item.save_pretrained(out)
     return {"out": str(out), "format": "pretrained", "files": sorted(p.name for p in out.iterdir() if p.is_file()),
