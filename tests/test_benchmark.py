@@ -349,3 +349,15 @@ def test_deploy_report_table_and_targets_by_hand(monkeypatch):
             "**not met**") in text
     assert "live video, AtICNet OpenVINO int8, infer-scale 0.5 on 1024x2048 frames, labels at full size: 20.0 " \
            "frames/s, -3.00 mIoU on val; **met**" in text
+
+
+def test_requests_this_machine_cannot_time_are_refused_before_any_work():
+    with pytest.raises(UserError, match="precision 16 needs CUDA"):
+        benchmark_inference(["icnet"], variants=[Variant(), Variant(precision="16")], device="cpu", memory=False)
+    with pytest.raises(UserError, match="precision 16 needs CUDA"):
+        benchmark_training(["icnet"], precision="16", device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            benchmark_inference(["icnet"], device="cuda")
+    with pytest.raises(UserError, match="at least 1"):
+        benchmark_inference(["icnet"], runs=0, memory=False)

@@ -13,7 +13,7 @@ from ..analyze import count_flops
 from ..api import scaled_size
 from ..errors import UserError
 from ..timing import Entry, matmul_gflops, quantile, run_interleaved, time_pass
-from .machine import cpu_peak_memory, cuda_peak_memory, load_average, machine_info
+from .machine import check_device, cpu_peak_memory, cuda_peak_memory, load_average, machine_info
 from .models import (
     DEFAULT_MODELS,
     FLOPS_NOTE,
@@ -48,11 +48,7 @@ def benchmark_inference(
 ) -> dict[str, Any]:
     """Measure ``models`` x ``variants`` interleaved; the result is the benchmark's JSON (a dict)."""
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    for v in variants:
-        if v.precision == "16" and device.type != "cuda":
-            raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
+    check_device(device, [v.precision for v in variants])
     if runs < 1 or min_runs < 1:
         raise UserError("--runs and --min-runs must be at least 1")
     if device.type == "cuda":
@@ -80,6 +76,38 @@ def benchmark_inference(
     result["matmul_size"] = matmul_size
 
     multi = len(variants) > 1
+    entries, info = _build_entries(models, variants, size=size, batch=batch, device=device, width=width,
+                                   num_classes=num_classes, memory=memory, multi=multi, log=log)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(batch, 3, *size, generator=gen).to(device)
+    log(f"timing {len(entries)} model(s) interleaved: {warmup} warm-up, up to {runs} runs, budget {budget_s:g} s each")
+    order = run_interleaved(
+        entries, image, device, runs=runs, warmup=warmup, budget_s=budget_s, min_runs=min_runs, timer=timer, log=log
+    )
+    result["timed_order"] = order
+    result["load_avg_end"] = load_average()
+    result["matmul_gflops_end"] = matmul_gflops(device, matmul_size)  # drift check: the same product after the timing
+
+    for e in entries:
+        row = info[e.key]
+        row.update(_latency_row(e.times_s, e.warmup_s, batch=batch, runs=runs, gflops=row["gflops"]))
+        row["matmul_share"] = row["effective_gflops_per_s"] / result["matmul_gflops"]
+        if device.type == "cuda" and memory:
+            row.update(cuda_peak_memory(e, image, device))
+        row.setdefault("peak_mem_mb", None)
+    for e in entries:
+        icnet_key = f"icnet[{e.variant.name}]" if multi else "icnet"
+        ref = info.get(icnet_key)
+        info[e.key]["ratio_to_icnet"] = info[e.key]["latency_ms"] / ref["latency_ms"] if ref else None
+    result["models"] = info
+    return result
+
+
+def _build_entries(models: Sequence[str], variants: Sequence[Variant], *, size: tuple[int, int], batch: int,
+                   device: torch.device, width: float | None, num_classes: int, memory: bool, multi: bool,
+                   log: Callable[[str], None]) -> tuple[list[Entry], dict[str, dict[str, Any]]]:
+    """Every model x variant ready to time (an Entry each), and its row so far: parameters, FLOPs, CPU memory."""
+    threads = torch.get_num_threads()
     entries: list[Entry] = []
     info: dict[str, dict[str, Any]] = {}
     for name in models:
@@ -109,44 +137,26 @@ def benchmark_inference(
             predictor, autocast = prepare_deployed(name, v) if deployed else prepare(model, v, device)
             entries.append(Entry(key, name, v, predictor, autocast))
         del model
+    return entries, info
 
-    gen = torch.Generator().manual_seed(0)
-    image = torch.randn(batch, 3, *size, generator=gen).to(device)
-    log(f"timing {len(entries)} model(s) interleaved: {warmup} warm-up, up to {runs} runs, budget {budget_s:g} s each")
-    order = run_interleaved(
-        entries, image, device, runs=runs, warmup=warmup, budget_s=budget_s, min_runs=min_runs, timer=timer, log=log
+
+def _latency_row(times_s: list[float], warmup_s: list[float], *, batch: int, runs: int, gflops: float) -> dict[str, Any]:
+    """The latency statistics of one entry's timed passes."""
+    ms = [1000 * t for t in times_s]
+    median = statistics.median(ms)
+    return dict(
+        latency_ms=median,
+        latency_p25_ms=quantile(ms, 0.25),
+        latency_p75_ms=quantile(ms, 0.75),
+        latency_min_ms=min(ms),
+        latency_max_ms=max(ms),
+        runs=len(ms),
+        budget_limited=len(ms) < runs,
+        times_ms=[round(t, 3) for t in ms],
+        first_call_s=warmup_s[0],
+        fps=1000 * batch / median,
+        effective_gflops_per_s=gflops / (median / 1000),
     )
-    result["timed_order"] = order
-    result["load_avg_end"] = load_average()
-    result["matmul_gflops_end"] = matmul_gflops(device, matmul_size)  # drift check: the same product after the timing
-
-    for e in entries:
-        ms = [1000 * t for t in e.times_s]
-        median = statistics.median(ms)
-        row = info[e.key]
-        row.update(
-            latency_ms=median,
-            latency_p25_ms=quantile(ms, 0.25),
-            latency_p75_ms=quantile(ms, 0.75),
-            latency_min_ms=min(ms),
-            latency_max_ms=max(ms),
-            runs=len(ms),
-            budget_limited=len(ms) < runs,
-            times_ms=[round(t, 3) for t in ms],
-            first_call_s=e.warmup_s[0],
-            fps=1000 * batch / median,
-            effective_gflops_per_s=row["gflops"] / (median / 1000),
-        )
-        row["matmul_share"] = row["effective_gflops_per_s"] / result["matmul_gflops"]
-        if device.type == "cuda" and memory:
-            row.update(cuda_peak_memory(e, image, device))
-        row.setdefault("peak_mem_mb", None)
-    for e in entries:
-        icnet_key = f"icnet[{e.variant.name}]" if multi else "icnet"
-        ref = info.get(icnet_key)
-        info[e.key]["ratio_to_icnet"] = info[e.key]["latency_ms"] / ref["latency_ms"] if ref else None
-    result["models"] = info
-    return result
 
 
 def format_inference(result: dict[str, Any]) -> str:

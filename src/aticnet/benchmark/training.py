@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..timing import synchronize
-from .machine import load_average, machine_info
+from .machine import check_device, load_average, machine_info
 from .models import DEFAULT_TRAIN_MODELS, build_benchmark_model
 
 
@@ -140,10 +140,7 @@ def benchmark_training(
     from ..models.config import IMAGENET_MEAN, IMAGENET_STD
 
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    if precision == "16" and device.type != "cuda":
-        raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
+    check_device(device, [precision])
     result: dict[str, Any] = {
         "command": command,
         "mode": "train",
@@ -158,15 +155,7 @@ def benchmark_training(
     TrainConfig(crop_size=crop, batch_size=batch, precision=precision)  # the same validation as ``train``
     factory = transform_factory or TrainTransform
     with tempfile.TemporaryDirectory(prefix="aticnet-bench-") as tmp:
-        if data_root is None:
-            if dataset != "synthetic":
-                raise UserError("--data-root is needed for a data set other than synthetic")
-            log(f"generating {data_images} synthetic scenes of {data_size[0]}x{data_size[1]} in a temporary folder")
-            root = synthetic_root_for(data_size, data_images, Path(tmp) / "synthetic")
-            data_desc = f"synthetic, {data_images} scenes of {data_size[0]}x{data_size[1]} (PNG)"
-        else:
-            root = Path(data_root)
-            data_desc = f"{dataset} at {data_root}"
+        root, data_desc = _data_root(dataset, data_root, data_size, data_images, Path(tmp), log)
         transform = factory(crop, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
         train_set = build_dataset(dataset, root, "train", transform=transform)
         result["data"] = data_desc
@@ -175,41 +164,70 @@ def benchmark_training(
         result["pipeline"] = time_pipeline(train_set, batch=batch, workers=workers, batches=pipeline_batches)
         result["pipeline"]["transform"] = repr(transform)
         if compare_transforms and transform_factory is None:
-            from ..data.transforms import ComposedTrainTransform
-
-            train_set.transform = ComposedTrainTransform(
-                crop, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD
-            )
-            log("data pipeline again with ComposedTrainTransform (same output, normalise before cropping)")
-            alt = time_pipeline(train_set, batch=batch, workers=workers, batches=pipeline_batches)
-            result["pipeline_composed"] = {**alt, "transform": repr(train_set.transform)}
-            train_set.transform = transform
-        result["step"] = {}
-        result["end_to_end"] = {}
-        for name in models:
-            # the models compute channels-last by default (ModelConfig.channels_last), so this step is NHWC already
-            time_steps = functools.partial(
-                time_train_steps, name, crop=crop, batch=batch, steps=steps, warmup=warmup, device=device,
-                precision=precision, width=width, num_classes=train_set.num_classes,
-            )
-            log(f"training step of {name}: crop {crop}, batch {batch}, {steps} steps after {warmup} warm-up")
-            result["step"][name] = time_steps()
-            if end_to_end:
-                from ..data.loader import train_loader
-
-                loader = train_loader(
-                    train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers
-                )
-                from_loader = batches_of(loader)
-                log(f"  {name} end to end (loader + step)")
-                result["end_to_end"][name] = time_steps(batches=from_loader)
-                del from_loader, loader  # the last reference to the iterator: its workers stop
-                gc.collect()
+            result["pipeline_composed"] = _time_composed_pipeline(train_set, crop, batch=batch, workers=workers,
+                                                                  batches=pipeline_batches, log=log)
+        result["step"], result["end_to_end"] = _time_models(
+            models, train_set, crop=crop, batch=batch, workers=workers, steps=steps, warmup=warmup, device=device,
+            precision=precision, width=width, end_to_end=end_to_end, log=log)
     pipe = result["pipeline"]["images_per_s"]
     fastest_step = max(r["images_per_s"] for r in result["step"].values())
     result["bound"] = "data pipeline" if pipe < fastest_step else "training step"
     result["load_avg_end"] = load_average()
     return result
+
+
+def _data_root(dataset: str, data_root: str | None, data_size: tuple[int, int], data_images: int, tmp: Path,
+               log: Callable[[str], None]) -> tuple[Path, str]:
+    """(root, description) of the data to time: the given root, or synthetic scenes generated under ``tmp``."""
+    if data_root is not None:
+        return Path(data_root), f"{dataset} at {data_root}"
+    if dataset != "synthetic":
+        raise UserError("--data-root is needed for a data set other than synthetic")
+    log(f"generating {data_images} synthetic scenes of {data_size[0]}x{data_size[1]} in a temporary folder")
+    root = synthetic_root_for(data_size, data_images, tmp / "synthetic")
+    return root, f"synthetic, {data_images} scenes of {data_size[0]}x{data_size[1]} (PNG)"
+
+
+def _time_composed_pipeline(train_set: Any, crop: int, *, batch: int, workers: int, batches: int,
+                            log: Callable[[str], None]) -> dict[str, Any]:
+    """The pipeline timed again with ComposedTrainTransform (the same samples); the data set's transform is put back."""
+    from ..data.transforms import ComposedTrainTransform
+    from ..models.config import IMAGENET_MEAN, IMAGENET_STD
+
+    transform = train_set.transform
+    train_set.transform = ComposedTrainTransform(crop, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    log("data pipeline again with ComposedTrainTransform (same output, normalise before cropping)")
+    try:
+        alt = time_pipeline(train_set, batch=batch, workers=workers, batches=batches)
+        return {**alt, "transform": repr(train_set.transform)}
+    finally:
+        train_set.transform = transform
+
+
+def _time_models(models: Sequence[str], train_set: Any, *, crop: int, batch: int, workers: int, steps: int,
+                 warmup: int, device: torch.device, precision: str, width: float | None, end_to_end: bool,
+                 log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({model: training step on random data}, {model: loader + step}) images/s."""
+    step: dict[str, Any] = {}
+    both: dict[str, Any] = {}
+    for name in models:
+        # the models compute channels-last by default (ModelConfig.channels_last), so this step is NHWC already
+        time_steps = functools.partial(
+            time_train_steps, name, crop=crop, batch=batch, steps=steps, warmup=warmup, device=device,
+            precision=precision, width=width, num_classes=train_set.num_classes,
+        )
+        log(f"training step of {name}: crop {crop}, batch {batch}, {steps} steps after {warmup} warm-up")
+        step[name] = time_steps()
+        if end_to_end:
+            from ..data.loader import train_loader
+
+            loader = train_loader(train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers)
+            from_loader = batches_of(loader)
+            log(f"  {name} end to end (loader + step)")
+            both[name] = time_steps(batches=from_loader)
+            del from_loader, loader  # the last reference to the iterator: its workers stop
+            gc.collect()
+    return step, both
 
 
 def format_training(result: dict[str, Any]) -> str:
