@@ -16,7 +16,10 @@ two changes alone (2 seeds) and torchvision's LR-ASPP (1 seed) with configs/camv
 results.md/json, curves.png and comparison.png (held-out frames) under --out/claim. ``final`` trains
 ICNet and AtICNet on train+val (468 frames) for anyone who has the standard test split:
 ``aticnet evaluate --weights runs/camvid/final/icnet --dataset camvid --data-root CAMVID --split test``.
-Runs resume from their checkpoints and finished runs are reused: stop and start again at will. Each
+Runs resume from their checkpoints and finished runs are reused: stop and start again at will. A run
+whose config and seed equal those of a finished run elsewhere under --out is that run (training is
+deterministic), so it is reused too: the recipe experiments decay_weights and aticnet_decay_weights are
+the claim's ICNet and AtICNet seed 0. Each
 finished run's summary is also kept in benchmarks/results/camvid/ (committed), so the experiments table
 carries over to sessions whose machines no longer hold the run directories.
 """
@@ -114,6 +117,15 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     command = command_for(config, overrides, args.data_root)
     resume = "auto" if any((run_dir / "checkpoints").glob("step_*.pt")) else None
     cfg = load_config(config, data_root=args.data_root, resume=resume, **overrides)
+    twin = None if resume or args.retrain else same_run(cfg, Path(args.out))
+    if twin is not None:  # training is deterministic for a given config and seed: the same run, done once
+        print(f"== {run_dir.name}: {twin} trained this very config and seed; reusing it ==", flush=True)
+        result = {**json.loads((twin / "summary.json").read_text()), "command": command, "same_as": str(twin)}
+        if latency and "latency_ms_360x480" not in result:
+            result["latency_ms_360x480"] = measure_latency(load_model(twin)[0], (360, 480), runs=10, warmup=2)
+        if not args.quick:
+            write_json(kept_result(run_dir), result)
+        return result
     print(f"== {command} ({'resuming' if resume else 'new'}) ==", flush=True)
     start = time.perf_counter()
     summary = train(cfg)
@@ -137,6 +149,26 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     if not args.quick:
         write_json(kept_result(run_dir), result)
     return result
+
+
+# Fields that name where a run lives or how many checkpoints it keeps: they do not change what it learns.
+BOOKKEEPING = {"out", "resume", "keep_checkpoints"}
+
+
+def same_run(cfg, root: Path) -> Path | None:
+    """A finished run under ``root`` (any protocol) whose config equals ``cfg`` in every field that can change
+    the weights, or None: e.g. a recipe experiment on configs/camvid.yaml's recipe is also the claim's seed-0 run."""
+    want = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
+    for path in sorted(root.glob("*/*/config.yaml")):
+        run = path.parent
+        if run.resolve() == Path(cfg.out).resolve() or not (run / "summary.json").is_file():
+            continue
+        if not (run / "model.safetensors").is_file():
+            continue
+        have = {k: v for k, v in load_config(path).to_dict().items() if k not in BOOKKEEPING}
+        if have == want:
+            return run
+    return None
 
 
 def cpu_description() -> str:

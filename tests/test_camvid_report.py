@@ -72,3 +72,31 @@ def test_minutes_alone_take_the_median_step_and_the_evaluations(report):
             {"kind": "eval", "step": 40, "seconds": 30.0}, {"kind": "train", "step": 60, "images_per_s": 20.0}]
     # batch 8: 0.5, 8 and 0.4 s per step; the median 0.5 s x 60 steps + 30 s of evaluation = 1 min
     assert report.minutes_alone(rows, 8) == pytest.approx(1.0)
+
+
+def test_a_run_with_the_same_config_and_seed_is_found_and_nothing_else(tmp_path, monkeypatch):
+    """The claim reuses a finished recipe experiment only when every field that changes the weights agrees."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("camvid_protocol", BENCHMARKS / "camvid.py")
+    camvid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(camvid)
+    from aticnet.config import load_config, save_config
+
+    def finished(name: str, **fields) -> Path:
+        run_dir = tmp_path / "experiments" / name
+        run_dir.mkdir(parents=True)
+        save_config(load_config(camvid.RECIPE, out=str(run_dir), keep_checkpoints=5, **fields), run_dir / "config.yaml")
+        (run_dir / "summary.json").write_text("{}")
+        (run_dir / "model.safetensors").write_bytes(b"")
+        return run_dir
+
+    same = finished("decay_weights_seed0", seed=0)
+    finished("decay_weights_seed1", seed=1)
+    finished("lr_seed0", seed=0, lr=0.001)
+    unfinished = finished("aticnet_seed0", model="aticnet", seed=0)
+    (unfinished / "model.safetensors").unlink()
+    want = load_config(camvid.RECIPE, out=str(tmp_path / "claim" / "icnet_seed0"), seed=0, resume="auto")
+    assert camvid.same_run(want, tmp_path) == same
+    assert camvid.same_run(load_config(camvid.RECIPE, out="x", seed=2), tmp_path) is None
+    assert camvid.same_run(load_config(camvid.RECIPE, out="x", model="aticnet", seed=0), tmp_path) is None
+    assert camvid.same_run(load_config(camvid.RECIPE, out=str(same), seed=0), tmp_path) is None  # not itself
