@@ -18,8 +18,8 @@ ICNet and AtICNet on train+val (468 frames) for anyone who has the standard test
 ``aticnet evaluate --weights runs/camvid/final/icnet --dataset camvid --data-root CAMVID --split test``.
 Runs resume from their checkpoints and finished runs are reused: stop and start again at will. A run
 whose config and seed equal those of a finished run elsewhere under --out is that run (training is
-deterministic), so it is reused too: the recipe experiments decay_weights and aticnet_decay_weights are
-the claim's ICNet and AtICNet seed 0. Each
+deterministic), so it is reused too: while configs/camvid.yaml holds the baseline recipe, the
+experiments baseline and aticnet_baseline are the claim's ICNet and AtICNet seed 0. Each
 finished run's summary is also kept in benchmarks/results/camvid/ (committed), so the experiments table
 carries over to sessions whose machines no longer hold the run directories.
 """
