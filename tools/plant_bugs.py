@@ -184,6 +184,8 @@ BUGS = [
      "scale = self.infer_scale", "test_deploy.py test_app.py"),
     ("a new OpenVINO Core for every model", "deploy/backends.py", "@functools.cache\ndef openvino_core",
      "def openvino_core", "test_deploy.py"),
+    ("onnxruntime spins on after each run", "deploy/backends.py",
+     'options.add_session_config_entry("session.force_spinning_stop", "1")', "pass", "test_predict.py"),
     ("quantize calibrates on one image", "deploy/quantize.py",
      "images = [data[i][0] for i in _spread(len(data), count)]", "images = [data[i][0] for i in _spread(len(data), 1)]",
      "test_deploy.py"),
