@@ -42,7 +42,7 @@ import camvid_report as report  # noqa: E402
 from aticnet.analyze import count_parameters  # noqa: E402
 from aticnet.benchmark.machine import cpu_info  # noqa: E402
 from aticnet.checkpoint import load_model  # noqa: E402
-from aticnet.config import load_config  # noqa: E402
+from aticnet.config import TrainConfig, load_config  # noqa: E402
 from aticnet.evaluate import evaluate_weights  # noqa: E402
 from aticnet.io import write_json, write_text  # noqa: E402
 from aticnet.runlog import read_metrics  # noqa: E402
@@ -122,7 +122,7 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
         print(f"== {run_dir.name}: {twin} trained this very config and seed; reusing it ==", flush=True)
         result = {**json.loads((twin / "summary.json").read_text()), "command": command, "same_as": str(twin)}
         if latency and "latency_ms_360x480" not in result:
-            result["latency_ms_360x480"] = measure_latency(load_model(twin)[0], (360, 480), runs=10, warmup=2)
+            result["latency_ms_360x480"] = latency_360x480(load_model(twin)[0])
         if not args.quick:
             write_json(kept_result(run_dir), result)
         return result
@@ -144,26 +144,30 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
         val = evaluate_weights(run_dir, "camvid", args.data_root, "val", device="cpu", workers=0, progress=False)
         result["val_miou"] = val["miou"]
     if latency:
-        result["latency_ms_360x480"] = measure_latency(net, (360, 480), runs=10, warmup=2)
+        result["latency_ms_360x480"] = latency_360x480(net)
     write_json(summary_path, result)
     if not args.quick:
         write_json(kept_result(run_dir), result)
     return result
 
 
+def latency_360x480(net: torch.nn.Module) -> float:
+    """Median ms of one CamVid frame through ``net`` (a rough figure: BENCHMARKS.md has the careful ones)."""
+    return measure_latency(net, (360, 480), runs=10, warmup=2)
+
+
 # Fields that name where a run lives or how many checkpoints it keeps: they do not change what it learns.
 BOOKKEEPING = {"out", "resume", "keep_checkpoints"}
 
 
-def same_run(cfg, root: Path) -> Path | None:
+def same_run(cfg: TrainConfig, root: Path) -> Path | None:
     """A finished run under ``root`` (any protocol) whose config equals ``cfg`` in every field that can change
     the weights, or None: e.g. a recipe experiment on configs/camvid.yaml's recipe is also the claim's seed-0 run."""
     want = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
     for path in sorted(root.glob("*/*/config.yaml")):
         run = path.parent
-        if run.resolve() == Path(cfg.out).resolve() or not (run / "summary.json").is_file():
-            continue
-        if not (run / "model.safetensors").is_file():
+        finished = (run / "summary.json").is_file() and (run / "model.safetensors").is_file()
+        if not finished or run.resolve() == Path(cfg.out).resolve():
             continue
         have = {k: v for k, v in load_config(path).to_dict().items() if k not in BOOKKEEPING}
         if have == want:

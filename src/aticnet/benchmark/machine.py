@@ -9,26 +9,25 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..timing import Entry, synchronize
 from .models import Variant, build_benchmark_model, prepare
 
 
-
 def check_device(device: torch.device, precisions: Iterable[str]) -> None:
     """A UserError for a request this machine cannot time: CUDA without a GPU, fp16 off CUDA."""
-    from ..errors import UserError
-
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
     if "16" in precisions and device.type != "cuda":
         raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
+
 
 def tensor_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])

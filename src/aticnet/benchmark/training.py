@@ -19,6 +19,8 @@ from ..timing import synchronize
 from .machine import check_device, load_average, machine_info
 from .models import DEFAULT_TRAIN_MODELS, build_benchmark_model
 
+SCALE_RANGE = (0.5, 2.0)  # the paper's random rescale, for both data pipelines timed
+
 
 def synthetic_root_for(size: tuple[int, int], count: int, root: Path) -> Path:
     from ..data import generate_synthetic
@@ -156,7 +158,7 @@ def benchmark_training(
     factory = transform_factory or TrainTransform
     with tempfile.TemporaryDirectory(prefix="aticnet-bench-") as tmp:
         root, data_desc = _data_root(dataset, data_root, data_size, data_images, Path(tmp), log)
-        transform = factory(crop, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        transform = factory(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         train_set = build_dataset(dataset, root, "train", transform=transform)
         result["data"] = data_desc
         result["num_classes"] = train_set.num_classes
@@ -195,7 +197,7 @@ def _time_composed_pipeline(train_set: Any, crop: int, *, batch: int, workers: i
     from ..models.config import IMAGENET_MEAN, IMAGENET_STD
 
     transform = train_set.transform
-    train_set.transform = ComposedTrainTransform(crop, scale_range=(0.5, 2.0), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    train_set.transform = ComposedTrainTransform(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     log("data pipeline again with ComposedTrainTransform (same output, normalise before cropping)")
     try:
         alt = time_pipeline(train_set, batch=batch, workers=workers, batches=batches)
