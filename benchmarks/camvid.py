@@ -100,7 +100,7 @@ def kept_result(run_dir: Path) -> Path:
     return RESULTS / run_dir.parent.name / f"{run_dir.name}.json"
 
 
-def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argparse.Namespace, *, latency: bool,
+def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argparse.Namespace, *,
             weights_needed: bool = True) -> dict:
     """Train one run (or reuse it when finished, resume it when stopped); returns its summary. Without
     ``weights_needed`` a summary kept in benchmarks/results/camvid is reused even where the run directory is gone."""
@@ -121,8 +121,6 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     if twin is not None:  # training is deterministic for a given config and seed: the same run, done once
         print(f"== {run_dir.name}: {twin} trained this very config and seed; reusing it ==", flush=True)
         result = {**json.loads((twin / "summary.json").read_text()), "command": command, "same_as": str(twin)}
-        if latency and "latency_ms_360x480" not in result:
-            result["latency_ms_360x480"] = latency_360x480(load_model(twin)[0])
         if not args.quick:
             write_json(kept_result(run_dir), result)
         return result
@@ -143,8 +141,6 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
         result.update(miou=scores["miou"], pixel_accuracy=scores["pixel_accuracy"], per_class_iou=scores["per_class_iou"])
         val = evaluate_weights(run_dir, "camvid", args.data_root, "val", device="cpu", workers=0, progress=False)
         result["val_miou"] = val["miou"]
-    if latency:
-        result["latency_ms_360x480"] = latency_360x480(net)
     write_json(summary_path, result)
     if not args.quick:
         write_json(kept_result(run_dir), result)
@@ -153,7 +149,7 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
 
 def latency_360x480(net: torch.nn.Module) -> float:
     """Median ms of one CamVid frame through ``net`` (a rough figure: BENCHMARKS.md has the careful ones)."""
-    return measure_latency(net, (360, 480), runs=10, warmup=2)
+    return measure_latency(net, (360, 480), runs=30, warmup=3)
 
 
 # Fields that name where a run lives or how many checkpoints it keeps: they do not change what it learns.
@@ -186,8 +182,7 @@ def experiments(args: argparse.Namespace) -> None:
     changes = {name: overrides for name, _, overrides in EXPERIMENTS}
     for name in [] if args.table_only else args.only or changes:  # in the order asked for
         for seed in range(args.seeds or 1):
-            run_one(BASELINE, {**changes[name], "seed": seed}, out / f"{name}_seed{seed}", args, latency=False,
-                    weights_needed=False)
+            run_one(BASELINE, {**changes[name], "seed": seed}, out / f"{name}_seed{seed}", args, weights_needed=False)
     # The table holds every finished run, whichever session trained it, and names those still to run.
     rows, missing = [], []
     for name, change, _ in EXPERIMENTS:
@@ -208,10 +203,14 @@ def experiments(args: argparse.Namespace) -> None:
 def claim(args: argparse.Namespace) -> None:
     out = Path(args.out) / "claim"
     plan = {m: n for m, n in CLAIM.items() if not args.models or m in args.models}
-    results = [run_one(RECIPE, {"model": m, "seed": s}, out / f"{m}_seed{s}", args, latency=True)
+    results = [run_one(RECIPE, {"model": m, "seed": s}, out / f"{m}_seed{s}", args)
                for s in range(max(plan.values())) for m, n in plan.items() if s < (1 if args.quick else args.seeds or n)]
     models = list(plan)
-    table = report.summarize(results, models)
+    # Timed here, each model once, with training over: a run's own figure came right after its training, on a
+    # machine where anything else running could pause or slow it.
+    latency = {m: latency_360x480(load_model(Path(next(r for r in results if r["model"] == m)["run_dir"]))[0])
+               for m in models}
+    table = report.summarize(results, models, latency=latency)
     text = report.format_claim(table, results, [p for p in PAIRS if set(p) <= set(models)], HELD_OUT)
     text += "\n\n" + hardware_line(results) + f"\nCommand: `python {shlex.join(sys.argv)}`"
     write_json(out / "results.json", {"runs": results, "summary": table})
@@ -223,7 +222,7 @@ def claim(args: argparse.Namespace) -> None:
 def final(args: argparse.Namespace) -> None:
     out = Path(args.out) / "final"
     everything = {"train_split": "train+val", "holdout_drive": "", "val_split": ""}
-    results = [run_one(RECIPE, {**everything, "model": m, "seed": 0}, out / m, args, latency=False)
+    results = [run_one(RECIPE, {**everything, "model": m, "seed": 0}, out / m, args)
                for m in ("icnet", "aticnet")]
     for r in results:
         print(f"{r['model']}: {r['steps']} steps on train+val in {r['train_minutes']:.0f} min -> {r['run_dir']}")

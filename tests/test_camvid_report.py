@@ -37,6 +37,9 @@ def test_summary_means_spreads_and_times(report):
     assert table["icnet"]["train_minutes"] == pytest.approx(31.0)
     assert table["aticnet"]["train_minutes"] == pytest.approx(22.0)
     assert table["icnet"]["per_class_iou"] == {"Sky": pytest.approx(59.0), "Pole": None}
+    assert table["icnet"]["latency_ms_360x480"] == pytest.approx(40.5)  # the runs' own: median of 40, 41
+    timed = report.summarize(results, ["icnet", "aticnet"], latency={"icnet": 12.5, "aticnet": 9.0})
+    assert timed["icnet"]["latency_ms_360x480"] == 12.5 and timed["aticnet"]["latency_ms_360x480"] == 9.0
 
 
 def test_paired_difference_and_its_interval_by_hand(report):

@@ -132,6 +132,30 @@ def test_plot_continues_warm_started_rounds(tmp_path, monkeypatch):
     assert xs["r2"][1] == [50]  # the eval point moves too
 
 
+def test_plot_names_what_the_runs_were_scored_on(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.axes import Axes
+
+    titles = []
+    real_set = Axes.set
+
+    def spy(self, **kwargs):
+        if "title" in kwargs:
+            titles.append(kwargs["title"])
+        return real_set(self, **kwargs)
+
+    monkeypatch.setattr(Axes, "set", spy)
+    held = write_run(tmp_path / "held", [10, 20], [2.0, 1.5], 0.3)
+    config = yaml.safe_load((held / "config.yaml").read_text())
+    (held / "config.yaml").write_text(yaml.safe_dump({**config, "holdout_drive": "0006R0"}))
+    figures.plot([held], tmp_path / "a.png")
+    assert titles[-1] == "mIoU on the held-out drive 0006R0"
+    figures.plot([write_run(tmp_path / "plain", [10], [2.0], 0.3)], tmp_path / "b.png")
+    assert titles[-1] == "mIoU on the val split"
+
+
 def test_plot_errors(tmp_path):
     with pytest.raises(UserError, match="nowhere"):
         run_cli(["plot", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.png")])

@@ -128,8 +128,22 @@ def run_offsets(run_dirs: Sequence[Path]) -> dict[Path, int]:
     return offsets
 
 
+def evaluated_on(run_dir: Path) -> str:
+    """What a run's eval rows score: its held-out drive, or its val split (from the run's config.yaml)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    config = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    if config.get("holdout_drive"):
+        return f"held-out drive {config['holdout_drive']}"
+    return f"{config.get('val_split') or 'val'} split"
+
+
 def curves_figure(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Sequence[str] | None = None) -> Path:
-    """Training loss and validation mIoU of several runs on one figure (warm-started rounds continue)."""
+    """Training loss and validation mIoU of several runs on one figure (warm-started rounds continue).
+
+    The mIoU panel names what the runs were scored on (a held-out drive scores a drive none of them trained on).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +164,8 @@ def curves_figure(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Se
         if evals:
             ax_miou.plot([x0 + r["step"] for r in evals], [100 * r["miou"] for r in evals], "o-", color=color, label=label, ms=3)
     ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
-    ax_miou.set(xlabel="step", ylabel="val mIoU (%)", title="validation mIoU")
+    scored_on = {evaluated_on(d) for d in run_dirs}
+    ax_miou.set(xlabel="step", ylabel="mIoU (%)", title=f"mIoU on the {' / '.join(sorted(scored_on))}")
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
