@@ -59,13 +59,7 @@ TOP_KEYS = {
 TINY = {"size": (64, 96), "width": 0.125, "runs": 2, "warmup": 1, "matmul_size": 256}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: a 2-thread OpenMP team slows down many times when another process takes a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run best on one thread
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ SIZE = (64, 96)
 TOL = 1e-4  # of max |logit|, see the module doc
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: a 2-thread OpenMP team slows down many times when another process takes a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run best on one thread
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
