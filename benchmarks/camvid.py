@@ -9,6 +9,7 @@ is reported beside it, labelled as the training drive.
     python benchmarks/camvid.py claim --data-root ../shared/camvid --out runs/camvid         # models x seeds
     python benchmarks/camvid.py final --data-root ../shared/camvid --out runs/camvid         # on train+val
     python benchmarks/camvid.py claim ... --quick                                            # a smoke run
+    python benchmarks/camvid.py claim ... --table-only       # the claim's table from the runs finished so far
 
 ``experiments`` runs each recipe change of EXPERIMENTS on configs/camvid_baseline.yaml (ICNet, seed 0)
 and writes benchmarks/camvid_experiments.md. ``claim`` trains ICNet and AtICNet (3 seeds), AtICNet's
@@ -101,9 +102,10 @@ def kept_result(run_dir: Path) -> Path:
 
 
 def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argparse.Namespace, *,
-            weights_needed: bool = True) -> dict:
+            weights_needed: bool = True) -> dict | None:
     """Train one run (or reuse it when finished, resume it when stopped); returns its summary. Without
-    ``weights_needed`` a summary kept in benchmarks/results/camvid is reused even where the run directory is gone."""
+    ``weights_needed`` a summary kept in benchmarks/results/camvid is reused even where the run directory is gone.
+    With ``args.table_only`` nothing trains: None for a run not finished."""
     summary_path = run_dir / "summary.json"
     if not weights_needed and kept_result(run_dir).is_file() and not args.retrain and not args.quick:
         print(f"== {run_dir.name}: kept result {kept_result(run_dir).relative_to(ROOT)}; reusing it ==", flush=True)
@@ -124,6 +126,9 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
         if not args.quick:
             write_json(kept_result(run_dir), result)
         return result
+    if args.table_only:
+        print(f"== {run_dir.name}: not finished; left out of the table ==", flush=True)
+        return None
     print(f"== {command} ({'resuming' if resume else 'new'}) ==", flush=True)
     start = time.perf_counter()
     summary = train(cfg)
@@ -203,15 +208,20 @@ def experiments(args: argparse.Namespace) -> None:
 def claim(args: argparse.Namespace) -> None:
     out = Path(args.out) / "claim"
     plan = {m: n for m, n in CLAIM.items() if not args.models or m in args.models}
-    results = [run_one(RECIPE, {"model": m, "seed": s}, out / f"{m}_seed{s}", args)
-               for s in range(max(plan.values())) for m, n in plan.items() if s < (1 if args.quick else args.seeds or n)]
-    models = list(plan)
+    todo = [(m, s) for s in range(max(plan.values())) for m, n in plan.items()
+            if s < (1 if args.quick else args.seeds or n)]
+    runs = [run_one(RECIPE, {"model": m, "seed": s}, out / f"{m}_seed{s}", args) for m, s in todo]
+    results = [r for r in runs if r is not None]
+    unfinished = [f"{m} seed {s}" for (m, s), r in zip(todo, runs) if r is None]
+    models = [m for m in plan if any(r["model"] == m for r in results)]
     # Timed here, each model once, with training over: a run's own figure came right after its training, on a
     # machine where anything else running could pause or slow it.
     latency = {m: latency_360x480(load_model(Path(next(r for r in results if r["model"] == m)["run_dir"]))[0])
                for m in models}
     table = report.summarize(results, models, latency=latency)
     text = report.format_claim(table, results, [p for p in PAIRS if set(p) <= set(models)], HELD_OUT)
+    if unfinished:
+        text += "\n\nNot finished yet: " + ", ".join(unfinished) + "."
     text += "\n\n" + hardware_line(results) + f"\nCommand: `python {shlex.join(sys.argv)}`"
     write_json(out / "results.json", {"runs": results, "summary": table})
     write_text(out / "results.md", text + "\n")
@@ -245,7 +255,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=None, help="claim: only these models")
     parser.add_argument("--only", nargs="+", default=None, choices=[e[0] for e in EXPERIMENTS], help="experiments: only these, in this order")
     parser.add_argument("--retrain", action="store_true", help="train again even when a run is complete")
-    parser.add_argument("--table-only", action="store_true", help="experiments: write the table, train nothing")
+    parser.add_argument("--table-only", action="store_true", help="write the table from the runs finished so far, train nothing")
     args = parser.parse_args()
     {"experiments": experiments, "claim": claim, "final": final}[args.protocol](args)
 

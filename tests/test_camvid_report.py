@@ -103,3 +103,13 @@ def test_a_run_with_the_same_config_and_seed_is_found_and_nothing_else(tmp_path,
     assert camvid.same_run(load_config(camvid.RECIPE, out="x", seed=2), tmp_path) is None
     assert camvid.same_run(load_config(camvid.RECIPE, out="x", model="aticnet", seed=0), tmp_path) is None
     assert camvid.same_run(load_config(camvid.RECIPE, out=str(same), seed=0), tmp_path) is None  # not itself
+
+    # --table-only trains nothing: a finished twin is reused, anything else is left out (None)
+    import argparse
+
+    monkeypatch.setattr(camvid, "RESULTS", tmp_path / "kept")
+    monkeypatch.setattr(camvid, "train", lambda cfg: pytest.fail("--table-only must not train"))
+    data_root = load_config(camvid.RECIPE).data_root  # the finished runs' (the recipe's own)
+    args = argparse.Namespace(table_only=True, retrain=False, quick=False, data_root=data_root, out=str(tmp_path))
+    assert camvid.run_one(camvid.RECIPE, {"seed": 0}, tmp_path / "claim" / "icnet_seed0", args)["same_as"] == str(same)
+    assert camvid.run_one(camvid.RECIPE, {"seed": 7}, tmp_path / "claim" / "icnet_seed7", args) is None
