@@ -171,6 +171,8 @@ BUGS = [
     ("receptive field ignores strides", "analyze.py", "            jump *= stride\n", "", "test_models.py"),
     ("atrous formula off by one", "analyze.py", "return (rate - 1) * (kernel - 1) + kernel",
      "return rate * (kernel - 1) + kernel", "test_models.py"),
+    ("curves say val where a drive was held out", "visualize.py", 'if config.get("holdout_drive"):',
+     'if config.get("val_split"):', "test_figures.py"),
     # deployment
     ("labels step: align_corners source positions as without", "deploy/labels.py",
      "scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0", "scale = in_size / out_size if out_size > 1 else 0.0",
