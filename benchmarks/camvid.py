@@ -218,7 +218,7 @@ def claim(args: argparse.Namespace) -> None:
     # machine where anything else running could pause or slow it.
     latency = {m: latency_360x480(load_model(Path(next(r for r in results if r["model"] == m)["run_dir"]))[0])
                for m in models}
-    table = report.summarize(results, models, latency=latency)
+    table = report.summarize(results, models, latency)
     text = report.format_claim(table, results, [p for p in PAIRS if set(p) <= set(models)], HELD_OUT)
     if unfinished:
         text += "\n\nNot finished yet: " + ", ".join(unfinished) + "."

@@ -27,11 +27,11 @@ def minutes_alone(rows: list[dict[str, Any]], batch_size: int) -> float:
     return (statistics.median(per_step) * train[-1]["step"] + evals) / 60 if train else 0.0
 
 
-def summarize(results: list[dict], models: list[str], key: str = "miou",
-              latency: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+def summarize(results: list[dict], models: list[str], latency: dict[str, float],
+              key: str = "miou") -> dict[str, dict[str, Any]]:
     """Per model: the scores per seed (percent), mean, sample std, per-class means, size, latency and time.
 
-    ``latency`` (ms per model, timed once all training is over) replaces the runs' own rough figures."""
+    ``latency``: ms per model at 360x480, timed once all training is over (not per run: the architecture sets it)."""
     table = {}
     for m in models:
         rs = sorted((r for r in results if r["model"] == m), key=lambda r: r["seed"])
@@ -45,7 +45,7 @@ def summarize(results: list[dict], models: list[str], key: str = "miou",
             "miou_std": statistics.stdev(scores) if len(scores) > 1 else None,
             "val_miou_mean": mean_or_none([r.get("val_miou") for r in rs]),
             "params": rs[0]["params"],
-            "latency_ms_360x480": latency[m] if latency else statistics.median(r["latency_ms_360x480"] for r in rs),
+            "latency_ms_360x480": latency[m],
             "train_minutes": statistics.mean(r["train_minutes"] for r in rs),
             "per_class_iou": {c: mean_or_none([r["per_class_iou"][c] for r in rs]) for c in rs[0]["per_class_iou"]},
         }

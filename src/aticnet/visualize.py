@@ -96,15 +96,20 @@ def comparison_figure(
     return out
 
 
-def run_offsets(run_dirs: Sequence[Path]) -> dict[Path, int]:
-    """Step offset of each run: a run warm-started (``init``) from another listed run continues its x axis."""
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's config.yaml as a plain dict ({} when it has none)."""
     import yaml
 
+    path = Path(run_dir) / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def run_offsets(run_dirs: Sequence[Path]) -> dict[Path, int]:
+    """Step offset of each run: a run warm-started (``init``) from another listed run continues its x axis."""
     resolved = {Path(d).resolve(): Path(d) for d in run_dirs}
     parents: dict[Path, Path] = {}
     for d in run_dirs:
-        config_path = Path(d) / "config.yaml"
-        init = (yaml.safe_load(config_path.read_text()) or {}).get("init") if config_path.exists() else None
+        init = run_config(d).get("init")
         if init:
             parent = Path(init).resolve()
             parent = parent if parent in resolved else parent.parent  # a .safetensors inside a run dir
@@ -130,10 +135,7 @@ def run_offsets(run_dirs: Sequence[Path]) -> dict[Path, int]:
 
 def evaluated_on(run_dir: Path) -> str:
     """What a run's eval rows score: its held-out drive, or its val split (from the run's config.yaml)."""
-    import yaml
-
-    path = run_dir / "config.yaml"
-    config = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    config = run_config(run_dir)
     if config.get("holdout_drive"):
         return f"held-out drive {config['holdout_drive']}"
     return f"{config.get('val_split') or 'val'} split"
