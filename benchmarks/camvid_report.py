@@ -117,25 +117,33 @@ def format_claim(table: dict, results: list[dict], pairs: Sequence[tuple[str, st
 def format_experiments(rows: list[dict[str, Any]], held_out: str) -> str:
     """The recipe experiments, one row per run: what changed, the command, held-out and val mIoU, time."""
     lines = [
-        f"| experiment | change | held-out ({held_out}) mIoU | val (training drive) mIoU | steps | minutes | command |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        f"| experiment | change | held-out ({held_out}) mIoU | val (training drive) mIoU | steps | minutes | CPU | command |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
-    for r in rows:
+    for r in rows:  # minutes compare only on one CPU
         lines.append(f"| {r['name']} (seed {r['seed']}) | {r['change']} | {100 * r['miou']:.1f} | "
                      f"{format_iou(None if r.get('val_miou') is None else 100 * r['val_miou'])} | {r['steps']} | "
-                     f"{r['train_minutes']:.0f} | `{r['command']}` |")
+                     f"{r['train_minutes']:.0f} | {r['cpu']} | `{r['command']}` |")
     return "\n".join(lines)
 
 
 def figures(results: list[dict], models: list[str], out: Path, data_root: str, held_out: str) -> None:
-    """curves.png of every run, and comparison.png (Fig. 4) on three held-out frames, seed-0 models."""
+    """curves.png of ``results`` (runs whose directories are here), and comparison.png (Fig. 4) on three held-out
+    frames, each of ``models`` by its first run; a figure that lacks a run is left out, and said so."""
     import torch
 
     from aticnet.checkpoint import load_model
     from aticnet.data import EvalTransform, build_dataset
     from aticnet.visualize import comparison_figure, curves_figure
 
+    if not results:
+        print("no run directory on this machine: no figures", flush=True)
+        return
     curves_figure([r["run_dir"] for r in results], out / "curves.png", labels=[f"{r['model']} s{r['seed']}" for r in results])
+    missing = [m for m in models if not any(r["model"] == m for r in results)]
+    if missing:
+        print(f"no comparison figure: no run of {', '.join(missing)} on this machine", flush=True)
+        return
     first = [next(r for r in results if r["model"] == m) for m in models]
     nets = {r["model"]: load_model(r["run_dir"]) for r in first}
     net, meta = nets[models[0]]

@@ -22,7 +22,7 @@ def run(model: str, seed: int, miou: float, minutes: float, resumed: bool = Fals
     return {
         "model": model, "seed": seed, "run_dir": f"runs/{model}_seed{seed}", "steps": 3000, "miou": miou,
         "val_miou": val, "pixel_accuracy": 0.9, "per_class_iou": {"Sky": miou, "Pole": None}, "params": 1_000_000,
-        "train_minutes": minutes, "resumed": resumed,
+        "train_minutes": minutes, "resumed": resumed, "cpu": "AMD EPYC (avx512_bf16)",
     }
 
 
@@ -66,7 +66,7 @@ def test_claim_and_experiment_tables(report):
     assert "- aticnet − icnet, paired by seed (+2.0, +6.0): mean +4.0, std 2.8, 95% interval [-21.4, +29.4]" in text
     assert "| Pole | - | - |" in text
     rows = [{**run("icnet", 0, 0.512, 20.4, val=None), "name": "jitter", "change": "ColorJitter", "command": "aticnet x"}]
-    assert "| jitter (seed 0) | ColorJitter | 51.2 | - | 3000 | 20 | `aticnet x` |" in report.format_experiments(rows, "D")
+    assert "| jitter (seed 0) | ColorJitter | 51.2 | - | 3000 | 20 | AMD EPYC (avx512_bf16) | `aticnet x` |" in report.format_experiments(rows, "D")
 
 
 def test_minutes_alone_take_the_median_step_and_the_evaluations(report):
@@ -76,12 +76,17 @@ def test_minutes_alone_take_the_median_step_and_the_evaluations(report):
     assert report.minutes_alone(rows, 8) == pytest.approx(1.0)
 
 
-def test_a_run_with_the_same_config_and_seed_is_found_and_nothing_else(tmp_path, monkeypatch):
-    """The claim reuses a finished recipe experiment only when every field that changes the weights agrees."""
+@pytest.fixture
+def camvid(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location("camvid_protocol", BENCHMARKS / "camvid.py")
-    camvid = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(camvid)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_run_with_the_same_config_and_seed_is_found_and_nothing_else(camvid, tmp_path, monkeypatch):
+    """The claim reuses a finished recipe experiment only when every field that changes the weights agrees."""
     from aticnet.config import load_config, save_config
 
     def finished(name: str, **fields) -> Path:
@@ -97,7 +102,8 @@ def test_a_run_with_the_same_config_and_seed_is_found_and_nothing_else(tmp_path,
     finished("lr_seed0", seed=0, lr=0.001)
     unfinished = finished("aticnet_seed0", model="aticnet", seed=0)
     (unfinished / "model.safetensors").unlink()
-    want = load_config(camvid.RECIPE, out=str(tmp_path / "claim" / "icnet_seed0"), seed=0, resume="auto")
+    # another number of loader processes reads the same batches: the same run
+    want = load_config(camvid.RECIPE, out=str(tmp_path / "claim" / "icnet_seed0"), seed=0, resume="auto", workers=3)
     assert camvid.same_run(want, tmp_path) == same
     assert camvid.same_run(load_config(camvid.RECIPE, out="x", seed=2), tmp_path) is None
     assert camvid.same_run(load_config(camvid.RECIPE, out="x", model="aticnet", seed=0), tmp_path) is None
@@ -112,3 +118,101 @@ def test_a_run_with_the_same_config_and_seed_is_found_and_nothing_else(tmp_path,
     args = argparse.Namespace(table_only=True, retrain=False, quick=False, data_root=data_root, out=str(tmp_path))
     assert camvid.run_one(camvid.RECIPE, {"seed": 0}, tmp_path / "claim" / "icnet_seed0", args)["same_as"] == str(same)
     assert camvid.run_one(camvid.RECIPE, {"seed": 7}, tmp_path / "claim" / "icnet_seed7", args) is None
+
+
+def test_a_finished_run_of_another_config_is_never_reused_as_this_one(camvid, tmp_path, monkeypatch):
+    """A run directory is reused only when its config is the one asked for (the recipe edited since, or a 300-step
+    smoke run in its place, stops with the fields that differ); the same config is reused without training."""
+    import argparse
+    import json
+
+    from aticnet.config import load_config, save_config
+
+    monkeypatch.setattr(camvid, "train", lambda cfg: pytest.fail("nothing may train here"))
+    data_root = load_config(camvid.RECIPE).data_root
+    run_dir = tmp_path / "claim" / "icnet_seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({"model": "icnet", "seed": 0, "miou": 0.25}))
+    (run_dir / "model.safetensors").write_bytes(b"")
+    (run_dir / "metrics.jsonl").write_text('{"kind": "train", "step": 300, "images_per_s": 8.0}\n'
+                                           '{"kind": "eval", "step": 300, "seconds": 60.0}\n')
+    args = argparse.Namespace(table_only=False, retrain=False, quick=False, data_root=data_root, out=str(tmp_path))
+    save_config(load_config(camvid.RECIPE, out=str(run_dir), seed=0, max_steps=300), run_dir / "config.yaml")
+    with pytest.raises(SystemExit, match=r"icnet_seed0 holds a run of another config \(max_steps differ"):
+        camvid.run_one(camvid.RECIPE, {"model": "icnet", "seed": 0}, run_dir, args)
+    save_config(load_config(camvid.RECIPE, out=str(run_dir), seed=0, workers=2), run_dir / "config.yaml")
+    reused = camvid.run_one(camvid.RECIPE, {"model": "icnet", "seed": 0}, run_dir, args)
+    batch = load_config(camvid.RECIPE).batch_size
+    assert reused["miou"] == 0.25 and reused["train_minutes"] == pytest.approx((batch / 8.0 * 300 + 60) / 60)
+
+
+def test_the_claim_reads_a_kept_summary_and_times_the_recipe_network(camvid, tmp_path, monkeypatch):
+    """A run another session finished (its directory gone, its summary kept) is not trained again, and the latency
+    column times the network configs/camvid.yaml builds, whatever its weights."""
+    import argparse
+    import json
+
+    monkeypatch.setattr(camvid, "RESULTS", tmp_path / "kept")
+    monkeypatch.setattr(camvid, "train", lambda cfg: pytest.fail("a kept run must not train again"))
+    run_dir = tmp_path / "claim" / "aticnet_seed4"
+    kept = {"model": "aticnet", "seed": 4, "miou": 0.5, "run_dir": str(run_dir)}
+    camvid.kept_result(run_dir).parent.mkdir(parents=True)
+    camvid.kept_result(run_dir).write_text(json.dumps(kept))
+    assert camvid.kept_result(run_dir) == tmp_path / "kept" / "claim" / "aticnet_seed4.json"
+    args = argparse.Namespace(table_only=False, retrain=False, quick=False, data_root="unused", out=str(tmp_path))
+    assert camvid.run_one(camvid.RECIPE, {"model": "aticnet", "seed": 4}, run_dir, args, weights_needed=False) == kept
+
+    net = camvid.recipe_network("aticnet")
+    c = net.config
+    assert (c.name, c.stage5_blocks, c.pyramid, c.num_classes, c.width) == ("aticnet", 2, "atrous", 11, 0.5)
+    assert not net.training
+
+
+def test_the_claim_plans_the_seeds_asked_for(camvid):
+    """The protocol's seeds per model by default; --seeds N gives every model asked for N (more than the protocol's
+    too: seed 3 of ICNet and AtICNet); --quick one each; seed by seed, so the first seeds of every model come first."""
+    import argparse
+
+    def plan(**kw):
+        return camvid.claim_runs(argparse.Namespace(**{"quick": False, "seeds": None, "models": None, **kw}))
+
+    default = plan()
+    assert {m: sum(1 for x, _ in default if x == m) for m in camvid.CLAIM} == camvid.CLAIM
+    assert default[:2] == [("icnet", 0), ("aticnet", 0)] and default[-1][1] == max(camvid.CLAIM.values()) - 1
+    assert plan(models=["icnet", "aticnet"], seeds=4) == [(m, s) for s in range(4) for m in ("icnet", "aticnet")]
+    assert plan(quick=True) == [(m, 0) for m in camvid.CLAIM]
+    assert plan(models=["nonesuch"]) == []
+
+
+def test_figures_leave_out_what_lacks_a_run_here(report, tmp_path, capsys):
+    """The claim's figures come from the run directories on this machine: none, no figures; no AtICNet run, the
+    curves but no side-by-side."""
+    from aticnet.config import load_config, save_config
+
+    report.figures([], ["icnet", "aticnet"], tmp_path, "unused", "0006R0")
+    assert "no figures" in capsys.readouterr().out and not list(tmp_path.iterdir())
+    run_dir = tmp_path / "icnet_seed0"
+    run_dir.mkdir()
+    save_config(load_config(BENCHMARKS.parent / "configs" / "camvid.yaml", out=str(run_dir)), run_dir / "config.yaml")
+    (run_dir / "metrics.jsonl").write_text('{"kind": "train", "step": 20, "loss": 2.0}\n'
+                                           '{"kind": "eval", "step": 20, "miou": 0.3}\n')
+    report.figures([run("icnet", 0, 0.3, 1) | {"run_dir": str(run_dir)}], ["icnet", "aticnet"], tmp_path, "unused", "0006R0")
+    assert "no run of aticnet" in capsys.readouterr().out
+    assert (tmp_path / "curves.png").is_file() and not (tmp_path / "comparison.png").exists()
+
+
+def test_each_recipe_keeps_its_runs_apart(camvid, tmp_path):
+    """configs/camvid.yaml's claim is out/claim; another recipe's claim and final runs get their own folders, so
+    their kept summaries never mix with the default recipe's."""
+    import argparse
+
+    def where(recipe, protocol):
+        return camvid.protocol_dir(argparse.Namespace(out=str(tmp_path), recipe=str(recipe), quick=False), protocol)
+
+    assert where(camvid.RECIPE, "claim") == tmp_path / "claim"
+    quick = argparse.Namespace(out=str(tmp_path), recipe=str(camvid.RECIPE), quick=True)
+    assert camvid.protocol_dir(quick, "claim") == tmp_path / "claim_quick"  # a smoke run never sits in a real one's place
+    assert where(camvid.ROOT / "configs" / "camvid_bf16.yaml", "claim") == tmp_path / "claim_bf16"
+    assert where(camvid.ROOT / "configs" / "camvid_bf16.yaml", "final") == tmp_path / "final_bf16"
+    assert camvid.kept_result(where(camvid.ROOT / "configs" / "camvid_bf16.yaml", "claim") / "icnet_seed0") == \
+        camvid.RESULTS / "claim_bf16" / "icnet_seed0.json"

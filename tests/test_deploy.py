@@ -232,9 +232,12 @@ def test_quantize_writes_an_int8_model_that_agrees_with_fp32(trained, quantized,
     report = json.loads(report_file(out).read_text())
     assert report["route"] == route and report["calibration_images"] == 8 and report["calibration_size"] == [64, 128]
     assert report["quantized_layers"] >= 10 and isinstance(report["kept_in_float"], list)
+    # AVX2-only CPUs saturate full-range int8 weights: with the fix on the first layer only, 92.5% agreement here
+    assert report.get("overflow_fix") == ("enable" if route == "openvino" else None)
     reference, seg = aticnet.load(trained, fast=False), aticnet.load(out)
     assert seg.classes == reference.classes and seg.colors == reference.colors
     together = [agreement(seg.predict(image), reference.predict(image)) for image, _ in val_images]
+    print(f"{route} int8 agrees with fp32 on {np.mean(together):.1%} of pixels (per image: {together})")
     # a tiny model (width 0.125) is touchier than the real ones (CamVid ICNet-0.5: 99.4% equal, BENCHMARKS.md)
     assert np.mean(together) >= 0.93 and min(together) >= 0.85, together
     int8 = seg.logits(torch.stack([im for im, _ in val_images]))

@@ -31,15 +31,7 @@ def build_datasets(config: TrainConfig) -> tuple[SegmentationDataset, Segmentati
     """
     held_out = [config.holdout_drive] if config.holdout_drive else []
     train_set = build_dataset(config.dataset, config.data_root, config.train_split, exclude_drives=held_out)
-    overrides = dict(config.model_options)
-    if config.width is not None:
-        overrides["width"] = config.width
-    if config.aux_weights is not None:
-        overrides["aux_weights"] = config.resolved_aux_weights
-    try:
-        mcfg = model_config(config.model, num_classes=train_set.num_classes, **overrides)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"model {config.model!r}: {e}") from None
+    mcfg = network_config(config, train_set.num_classes)
     train_set.transform = TrainTransform(config.crop_hw, scale_range=config.scale_range, color_jitter=config.color_jitter,
                                          mean=mcfg.mean, std=mcfg.std)
     transform = EvalTransform(mean=mcfg.mean, std=mcfg.std)
@@ -49,6 +41,19 @@ def build_datasets(config: TrainConfig) -> tuple[SegmentationDataset, Segmentati
     elif config.val_split:
         val_set = build_dataset(config.dataset, config.data_root, config.val_split, transform)
     return train_set, val_set, mcfg
+
+
+def network_config(config: TrainConfig, num_classes: int) -> ModelConfig:
+    """The model config that ``config`` asks for (model, width, options, aux weights), with ``num_classes`` outputs."""
+    overrides = dict(config.model_options)
+    if config.width is not None:
+        overrides["width"] = config.width
+    if config.aux_weights is not None:
+        overrides["aux_weights"] = config.resolved_aux_weights
+    try:
+        return model_config(config.model, num_classes=num_classes, **overrides)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"model {config.model!r}: {e}") from None
 
 
 def build_network(mcfg: ModelConfig, config: TrainConfig) -> nn.Module:

@@ -18,6 +18,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="model.int8.xml (openvino) or model.int8.onnx")
     p.add_argument("--backend", default="openvino", choices=["openvino", "onnxruntime"],
                    help="openvino (NNCF; the fastest on Intel and AMD CPUs here) or onnxruntime (QDQ)")
+    p.add_argument("--overflow-fix", default="enable", choices=["enable", "first_layer"],
+                   help="openvino: 7-bit weights in every layer (enable, default: no 16-bit saturation on AVX2-only CPUs) or "
+                        "only in the first (first_layer, NNCF's default: for IRs that run on VNNI/AMX CPUs only)")
     p.add_argument("--dataset", help="calibrate on this data set's images (cityscapes, camvid, folder, synthetic)")
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--split", default="train", help="its split (default train)")
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> None:
         from ..deploy.quantize import quantize
     except ImportError as e:
         raise UserError(f"quantize needs the deploy extra: pip install 'aticnet[deploy]' ({e})") from None
-    report = quantize(args.weights, args.out, route=args.backend, dataset=args.dataset, data_root=args.data_root,
-                      split=args.split, drives=args.drive, images_dir=args.images_dir, count=args.images, size=args.size)
+    report = quantize(args.weights, args.out, route=args.backend, overflow_fix=args.overflow_fix,
+                      dataset=args.dataset, data_root=args.data_root, split=args.split, drives=args.drive,
+                      images_dir=args.images_dir, count=args.images, size=args.size)
     write_report(args.json, report)
