@@ -237,12 +237,20 @@ def test_quantize_writes_an_int8_model_that_agrees_with_fp32(trained, quantized,
     reference, seg = aticnet.load(trained, fast=False), aticnet.load(out)
     assert seg.classes == reference.classes and seg.colors == reference.colors
     together = [agreement(seg.predict(image), reference.predict(image)) for image, _ in val_images]
-    print(f"{route} int8 agrees with fp32 on {np.mean(together):.1%} of pixels (per image: {together})")
-    # a tiny model (width 0.125) is touchier than the real ones (CamVid ICNet-0.5: 99.4% equal, BENCHMARKS.md)
-    assert np.mean(together) >= 0.93 and min(together) >= 0.85, together
     int8 = seg.logits(torch.stack([im for im, _ in val_images]))
     fp32 = reference.logits(torch.stack([im for im, _ in val_images]))
-    assert 0 < (int8 - fp32).abs().max() < 0.5 * fp32.abs().max()  # really quantized, still close
+    top2 = fp32.topk(2, dim=1).values
+    confident = top2[:, 0] - top2[:, 1] > 1.0  # about half the low-res pixels of the tiny model
+    kept = (int8.argmax(1) == fp32.argmax(1))[confident].double().mean().item()
+    error = ((int8 - fp32).square().mean().sqrt() / fp32.std()).item()
+    print(f"{route} int8 agrees with fp32 on {np.mean(together):.1%} of pixels (per image: {together}), "
+          f"on {kept:.1%} of the confident ones; logit rms error {error:.2f} of their std")
+    # A tiny model (width 0.125) is touchier than the real ones (CamVid ICNet-0.5: 99.4% equal, BENCHMARKS.md), and
+    # its int8 kernels round differently on each CPU: OpenVINO's agreement was 92.3-94.1% on three CPUs, onnxruntime's
+    # 96.9-97.1%; on pixels where fp32 is confident, 98.3% and 99.95% (AMD EPYC with avx512_vnni).
+    assert np.mean(together) >= 0.9 and min(together) >= 0.85, together
+    assert kept >= 0.97, kept
+    assert 0 < (int8 - fp32).abs().max() and error < 0.8  # really quantized, still close (openvino 0.64, onnxruntime 0.27)
 
 
 def test_quantize_bad_requests_name_the_problem(trained, synthetic_root, tmp_path, capsys):
