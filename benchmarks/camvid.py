@@ -148,6 +148,9 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     print(f"== {command} ({'resuming' if resume else 'new'}) ==", flush=True)
     start = time.perf_counter()
     summary = train(cfg)
+    if "stopped" in summary:  # SIGINT or SIGTERM: the checkpoint is saved, nothing here is finished
+        raise SystemExit(f"{run_dir}: stopped by {summary['stopped']} at step {summary['step']}; "
+                         "the same command resumes it")
     wall_minutes = (time.perf_counter() - start) / 60
     net, _ = load_model(run_dir)
     result = {

@@ -146,6 +146,23 @@ def test_a_finished_run_of_another_config_is_never_reused_as_this_one(camvid, tm
     assert reused["miou"] == 0.25 and reused["train_minutes"] == pytest.approx((batch / 8.0 * 300 + 60) / 60)
 
 
+def test_a_stopped_run_is_left_to_resume_not_summarised(camvid, tmp_path, monkeypatch):
+    """A stop signal ends training with a checkpoint and no weights: the script stops, saying how to go on, and
+    keeps no summary (before, it went on to load weights that were not there)."""
+    import argparse
+
+    from aticnet.config import load_config
+
+    monkeypatch.setattr(camvid, "RESULTS", tmp_path / "kept")
+    run_dir = tmp_path / "claim" / "icnet_seed7"
+    monkeypatch.setattr(camvid, "train", lambda cfg: {"stopped": "SIGTERM", "step": 42, "run_dir": str(run_dir)})
+    args = argparse.Namespace(table_only=False, retrain=False, quick=False, out=str(tmp_path),
+                              data_root=load_config(camvid.RECIPE).data_root)
+    with pytest.raises(SystemExit, match=r"icnet_seed7: stopped by SIGTERM at step 42; the same command resumes it"):
+        camvid.run_one(camvid.RECIPE, {"model": "icnet", "seed": 7}, run_dir, args, weights_needed=False)
+    assert not camvid.kept_result(run_dir).exists()
+
+
 def test_the_claim_reads_a_kept_summary_and_times_the_recipe_network(camvid, tmp_path, monkeypatch):
     """A run another session finished (its directory gone, its summary kept) is not trained again, and the latency
     column times the network configs/camvid.yaml builds, whatever its weights."""
