@@ -161,3 +161,16 @@ def test_format_scores_lists_every_class():
     assert any(line.startswith("road") and "50.00" in line for line in lines)  # IoU 1/2
     assert any(line.startswith("building") and "n/a" in line for line in lines)
     assert "mIoU" in text and "pixel accuracy" in text
+
+
+def test_missed_as_names_where_each_class_went_by_hand():
+    # class 0: 2 true pixels, one predicted 1; class 1: 3 true, two predicted 2; class 2: 1 true, found;
+    # class 3: 1 true pixel, predicted as 7 (outside the classes: the "other" column)
+    _, s = scores_of([0, 1, 1, 2, 2, 2, 7], [0, 0, 1, 1, 1, 2, 3], 4, ["road", "sidewalk", "building", "sky"])
+    assert s["missed_as"]["road"] == {"class": "sidewalk", "share": pytest.approx(1 / 2)}
+    assert s["missed_as"]["sidewalk"] == {"class": "building", "share": pytest.approx(2 / 3)}
+    assert s["missed_as"]["building"] is None
+    assert s["missed_as"]["sky"] == {"class": "other", "share": pytest.approx(1.0)}
+    text = format_scores(s).splitlines()
+    assert any(line.startswith("sidewalk") and line.endswith("building 66.7%") for line in text)
+    assert any(line.startswith("building") and line.rstrip().endswith("100.00") for line in text)

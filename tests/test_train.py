@@ -155,6 +155,23 @@ def test_flip_and_multiscale_evaluation(synthetic_root, tmp_path):
     assert 0.0 <= tta["miou"] <= 1.0
 
 
+def test_validation_runs_the_network_at_eval_scale(synthetic_root, tmp_path):
+    """A model trained on upsampled crops is validated on frames upsampled alike: the run's last eval row is
+    what evaluate gives the saved weights at that scale, not at 1."""
+    from aticnet.evaluate import evaluate_weights
+
+    out = tmp_path / "run"
+    assert run_train(synthetic_root, out, "--max-steps", "3", "--save-every", "0", "--eval-scale", "2") == 0
+    assert load_config(out / "config.yaml").eval_scale == 2.0
+    last = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    score = {s: evaluate_weights(out, "synthetic", synthetic_root, "val", device="cpu", workers=0, max_images=2,
+                                 scales=(s,), progress=False) for s in (1.0, 2.0)}
+    assert score[1.0]["per_class_iou"] != score[2.0]["per_class_iou"]  # the scale shows in the scores
+    assert last["per_class_iou"] == score[2.0]["per_class_iou"]
+    with pytest.raises(UserError, match="eval_scale"):
+        load_config(eval_scale=0)
+
+
 def test_predict_logits_averages_flipped_and_scaled_views():
     from aticnet import build_model
     from aticnet.evaluate import predict_logits

@@ -112,6 +112,10 @@ BUGS = [
     ("jitter applied to nothing", "data/transforms.py", "            image = self.jitter(image)\n", "",
      "test_transforms.py test_data.py"),
     # metrics and evaluation
+    ("missed_as counts a class's own pixels", "metrics.py", "        missed.diagonal().zero_()\n", "", "test_metrics.py"),
+    ("missed_as shares of all pixels, not the class's", "metrics.py",
+     "share = missed[c, worst].item() / gt[c].item() if gt[c] > 0 else 0.0", "share = missed[c, worst].item() / total",
+     "test_metrics.py"),
     ("distributed evaluation sums rank 0 only", "metrics.py", "            dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)",
      "            dist.broadcast(self.matrix, src=0)", "test_engine.py"),
     ("evaluation not reduced", "evaluate.py", "    matrix.reduce()\n", "", "test_engine.py"),
@@ -149,6 +153,7 @@ BUGS = [
     ("moving average updated before the step", "train.py",
      "        state.scaler.step(state.optimizer)\n", "        state.ema and state.ema.update_parameters(state.model)\n"
      "        state.scaler.step(state.optimizer)\n", "test_recipe.py"),
+    ("validation ignores eval_scale", "train.py", "scales=(config.eval_scale,), ", "", "test_train.py"),
     ("best weights kept on a worse score", "train.py", 'if scores["miou"] is not None and scores["miou"] > state.best_miou:',
      'if scores["miou"] is not None and scores["miou"] != state.best_miou:', "test_engine.py"),
     ("a log row sums its losses", "train.py",

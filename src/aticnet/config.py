@@ -73,6 +73,8 @@ class TrainConfig:
     eval_every: int = option(1000, "steps between validation runs (0: only at the end)")
     eval_max_images: int | None = option(None, "evaluate on the first N val images only")
     eval_flip: bool = option(False, "average with the flipped image's prediction")
+    eval_scale: float = option(1.0, "validate with the network on each frame resized by this factor (a model trained "
+                                    "on upsampled crops runs on upsampled frames)")
     save_every: int = option(1000, "steps between checkpoints")
     keep_checkpoints: int = option(2, "how many recent checkpoints to keep")
     log_every: int = option(20, "steps between rows of metrics.jsonl")
@@ -112,6 +114,8 @@ class TrainConfig:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}")
         if min(self.crop_hw) < 1:
             raise UserError(f"crop_size must be positive, not {self.crop_size}")
+        if self.eval_scale <= 0:
+            raise UserError(f"eval_scale must be positive, not {self.eval_scale}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise UserError(f"ema_decay must be between 0 and 1, not {self.ema_decay}")
 

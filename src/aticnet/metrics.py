@@ -81,7 +81,9 @@ class ConfusionMatrix:
         """Scores as plain Python numbers (JSON-ready).
 
         Returns ``miou``, ``per_class_iou`` (name -> IoU), ``per_class_accuracy`` (name ->
-        TP / ground-truth pixels), ``mean_accuracy``, ``pixel_accuracy`` and ``num_pixels``.
+        TP / ground-truth pixels), ``mean_accuracy``, ``pixel_accuracy``, ``num_pixels`` and
+        ``missed_as`` (name -> ``{"class", "share"}``: the class that took the largest share of
+        this class's ground-truth pixels, or None when none was missed).
         A class without pixels in ground truth nor prediction has IoU None (accuracy None
         when it has no ground-truth pixels) and is left out of the means, which are None
         when nothing is left.
@@ -100,6 +102,14 @@ class ConfusionMatrix:
 
         ious = [tp[c].item() / union[c].item() if union[c] > 0 else None for c in range(k)]
         accs = [tp[c].item() / gt[c].item() if gt[c] > 0 else None for c in range(k)]
+        missed = m.clone()
+        missed.diagonal().zero_()
+        names_out = [*class_names, "other"]  # the last column: predictions outside the classes
+        missed_as = {}
+        for c, name in enumerate(class_names):
+            worst = int(missed[c].argmax())
+            share = missed[c, worst].item() / gt[c].item() if gt[c] > 0 else 0.0
+            missed_as[name] = {"class": names_out[worst], "share": share} if share > 0 else None
         return {
             "miou": _mean(ious),
             "per_class_iou": dict(zip(class_names, ious, strict=True)),
@@ -107,6 +117,7 @@ class ConfusionMatrix:
             "mean_accuracy": _mean(accs),
             "pixel_accuracy": tp.sum().item() / total if total > 0 else None,
             "num_pixels": int(total),
+            "missed_as": missed_as,
         }
 
 
@@ -124,11 +135,14 @@ def format_scores(scores: dict, title: str = "") -> str:
     names = list(scores["per_class_iou"])
     width = max([len("pixel accuracy"), *(len(n) for n in names)])
     lines = [title] if title else []
-    header = f"{'class':<{width}}    IoU    Acc"
+    missed_as = scores.get("missed_as", {})
+    header = f"{'class':<{width}}    IoU    Acc" + ("  mostly missed as" if missed_as else "")
     lines += [header, "-" * len(header)]
     for name in names:
         iou, acc = scores["per_class_iou"][name], scores["per_class_accuracy"].get(name)
-        lines.append(f"{name:<{width}} {_percent(iou)} {_percent(acc)}")
+        worst = missed_as.get(name)
+        missed = f"  {worst['class']} {100 * worst['share']:.1f}%" if worst else ""
+        lines.append(f"{name:<{width}} {_percent(iou)} {_percent(acc)}{missed}")
     lines.append("-" * len(header))
     lines.append(f"{'mIoU':<{width}} {_percent(scores['miou'])} {_percent(scores.get('mean_accuracy'))}")
     lines.append(f"{'pixel accuracy':<{width}} {_percent(scores['pixel_accuracy'])}")

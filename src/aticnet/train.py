@@ -205,7 +205,8 @@ def validate_and_keep_best(run: Run, state: TrainState) -> dict[str, Any] | None
                          max_images=config.eval_max_images, strict=config.strict)
     model = state.eval_model
     scores = evaluate(model, loader, num_classes=model.config.num_classes, class_names=run.val_set.classes,
-                      device=run.device, flip=config.eval_flip, precision=config.precision, progress=False)
+                      device=run.device, flip=config.eval_flip, scales=(config.eval_scale,), precision=config.precision,
+                      progress=False)
     skipped = int(all_reduce_sum(torch.tensor([loader.skipped], dtype=torch.int64, device=run.device))[0])
     if run.metrics is not None:
         keys = ("miou", "pixel_accuracy", "mean_accuracy", "seconds", "per_class_iou")
