@@ -104,12 +104,10 @@ class ConfusionMatrix:
         accs = [tp[c].item() / gt[c].item() if gt[c] > 0 else None for c in range(k)]
         missed = m.clone()
         missed.diagonal().zero_()
+        count, worst = missed.max(dim=1)  # per true class: the most pixels taken by one other column
         names_out = [*class_names, "other"]  # the last column: predictions outside the classes
-        missed_as = {}
-        for c, name in enumerate(class_names):
-            worst = int(missed[c].argmax())
-            share = missed[c, worst].item() / gt[c].item() if gt[c] > 0 else 0.0
-            missed_as[name] = {"class": names_out[worst], "share": share} if share > 0 else None
+        missed_as = {name: {"class": names_out[w], "share": n / g} if n > 0 else None
+                     for name, w, n, g in zip(class_names, worst.tolist(), count.tolist(), gt.tolist(), strict=True)}
         return {
             "miou": _mean(ious),
             "per_class_iou": dict(zip(class_names, ious, strict=True)),
