@@ -11,7 +11,7 @@ is reported beside it, labelled as the training drive.
     python benchmarks/camvid.py claim ... --quick                            # a smoke run, in claim_quick/
     python benchmarks/camvid.py claim ... --table-only       # the claim's table from the runs finished so far
 
-``experiments`` runs each recipe change of EXPERIMENTS on configs/camvid_baseline.yaml (ICNet, seed 0)
+``experiments`` runs each recipe change of EXPERIMENTS on configs/camvid.yaml (ICNet, seed 0)
 and writes benchmarks/camvid_experiments.md. ``claim`` trains ICNet and AtICNet (3 seeds), AtICNet's
 two changes alone (2 seeds) and torchvision's LR-ASPP (1 seed) with configs/camvid.yaml, and writes
 results.md/json, curves.png and comparison.png (held-out frames) under --out/claim. ``final`` trains
@@ -37,29 +37,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import camvid_report as report  # beside this script
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import camvid_report as report  # noqa: E402
-
-from aticnet.analyze import count_parameters  # noqa: E402
-from aticnet.benchmark.machine import cpu_info  # noqa: E402
-from aticnet.checkpoint import load_model  # noqa: E402
-from aticnet.config import TrainConfig, load_config  # noqa: E402
-from aticnet.evaluate import evaluate_weights  # noqa: E402
-from aticnet.data.camvid import CamVid  # noqa: E402
-from aticnet.io import write_json, write_text  # noqa: E402
-from aticnet.models import model_from_config  # noqa: E402
-from aticnet.recipe import network_config  # noqa: E402
-from aticnet.runlog import read_metrics  # noqa: E402
-from aticnet.timing import measure_latency  # noqa: E402
-from aticnet.train import train  # noqa: E402
+import aticnet
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = ROOT / "configs" / "camvid_baseline.yaml"
-RECIPE = ROOT / "configs" / "camvid.yaml"
+RECIPE = ROOT / "configs" / "camvid.yaml"  # the experiments change it by flags; the claim trains it as it is
 HELD_OUT = "0006R0"
-RESULTS = ROOT / "benchmarks" / "results" / "camvid"  # finished runs' summaries, kept across sessions
+CAMVID_CLASSES = 11
+RESULTS = ROOT / "benchmarks" / "results" / "camvid"  # finished runs' summaries, kept in the repository
 QUICK = {"max_steps": 300, "eval_every": 150, "save_every": 150}
 
 # Recipe experiments: each is configs/camvid_baseline.yaml with these changes, ICNet unless said, seed 0.
@@ -68,7 +55,7 @@ QUICK = {"max_steps": 300, "eval_every": 150, "save_every": 150}
 BF16 = {"precision": "bf16"}
 BF16_5000 = {**BF16, "max_steps": 5000}  # configs/camvid_bf16.yaml
 EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
-    ("baseline", "the first sessions' recipe (tuned on val)", {}),
+    ("baseline", "the recipe tuned on val (configs/camvid.yaml)", {}),
     ("decay_weights", "weight decay on conv weights only (the originals' scope)", {"weight_decay_scope": "weights"}),
     ("jitter", "photometric: ColorJitter 0.4 0.4 0.4 0.05", {"color_jitter": [0.4, 0.4, 0.4, 0.05]}),
     ("bf16", "bf16 autocast, same steps", BF16),
@@ -89,6 +76,8 @@ EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
      "frames of 0016E5 added; no val score)", {"model": "aticnet", **BF16_5000, "train_split": "train+val"}),
     ("aticnet_bf16_x2", "AtICNet, bf16, 5000 steps; frames upsampled 2x (scale 1.5-3.0, crop 320, validated at 2x: "
      "ICNet ran CamVid at 720x960)", {"model": "aticnet", **BF16_5000, "scale_range": [1.5, 3.0], "eval_scale": 2.0}),
+    ("aticnet_bf16_15000", "AtICNet, bf16, 15000 steps: the bf16 recipe's schedule three times as long "
+     "(450 epochs of the 266 frames; configs/camvid_bf16_15k.yaml)", {"model": "aticnet", **BF16, "max_steps": 15000}),
     # the same recipes for AtICNet: a paired look at the paper's claim under each
     ("aticnet_jitter", "AtICNet, with the jitter change", {"model": "aticnet", "color_jitter": [0.4, 0.4, 0.4, 0.05]}),
     ("aticnet_baseline", "AtICNet, baseline recipe", {"model": "aticnet"}),
@@ -130,9 +119,9 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     overrides = {**overrides, **(QUICK if args.quick else {}), "out": str(run_dir)}
     command = command_for(config, overrides, args.data_root)
     resume = "auto" if any((run_dir / "checkpoints").glob("step_*.pt")) else None
-    cfg = load_config(config, data_root=args.data_root, resume=resume, **overrides)
+    cfg = aticnet.load_config(config, data_root=args.data_root, resume=resume, **overrides)
     if (run_dir / "config.yaml").is_file() and not args.retrain:
-        want, have = learning_fields(cfg), learning_fields(load_config(run_dir / "config.yaml"))
+        want, have = learning_fields(cfg), learning_fields(aticnet.load_config(run_dir / "config.yaml"))
         changed = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
         if changed:  # e.g. the recipe was edited since, or a --quick run sits here: never reuse it as this one
             raise SystemExit(f"{run_dir} holds a run of another config ({', '.join(changed)} differ from "
@@ -140,7 +129,7 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
     if summary_path.is_file() and (run_dir / "model.safetensors").is_file() and not args.retrain:
         print(f"== {run_dir} is done; reusing it ==", flush=True)
         result = json.loads(summary_path.read_text())
-        return {**result, "train_minutes": report.minutes_alone(read_metrics(run_dir / "metrics.jsonl"), cfg.batch_size)}
+        return {**result, "train_minutes": report.minutes_alone(aticnet.read_metrics(run_dir / "metrics.jsonl"), cfg.batch_size)}
     twin = None if resume or args.retrain else same_run(cfg, Path(args.out))
     if twin is not None:  # training is deterministic for a given config and seed: the same run, done once
         print(f"== {run_dir.name}: {twin} trained this very config and seed; reusing it ==", flush=True)
@@ -153,24 +142,24 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
         return None
     print(f"== {command} ({'resuming' if resume else 'new'}) ==", flush=True)
     start = time.perf_counter()
-    summary = train(cfg)
+    summary = aticnet.train(cfg)
     if "stopped" in summary:  # SIGINT or SIGTERM: the checkpoint is saved, nothing here is finished
         raise SystemExit(f"{run_dir}: stopped by {summary['stopped']} at step {summary['step']}; "
                          "the same command resumes it")
     wall_minutes = (time.perf_counter() - start) / 60
-    net, _ = load_model(run_dir)
+    net = aticnet.load(run_dir, backend="torch", fast=False).model
     result = {
         "model": cfg.model, "seed": cfg.seed, "run_dir": str(run_dir), "command": command, "steps": summary["step"],
         "precision": cfg.precision, "resumed": resume is not None, "wall_minutes": wall_minutes,
-        "train_minutes": report.minutes_alone(read_metrics(run_dir / "metrics.jsonl"), cfg.batch_size),
-        "params": count_parameters(net)["total"], "cpu": cpu_description(),
+        "train_minutes": report.minutes_alone(aticnet.read_metrics(run_dir / "metrics.jsonl"), cfg.batch_size),
+        "params": aticnet.count_parameters(net)["total"], "cpu": cpu_description(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     if cfg.holdout_drive:  # the final evaluation was on the held-out drive; val is the training drive
         scores = summary["scores"]
         result.update(miou=scores["miou"], pixel_accuracy=scores["pixel_accuracy"], per_class_iou=scores["per_class_iou"])
         if "val" not in cfg.train_split.split("+"):  # val trained on is no score at all
-            val = evaluate_weights(run_dir, "camvid", args.data_root, "val", device="cpu", workers=0,
+            val = aticnet.evaluate(run_dir, "camvid", args.data_root, "val", device="cpu", workers=0,
                                    scales=(cfg.eval_scale,), progress=False)
             result["val_miou"] = val["miou"]
     write_json(summary_path, result)
@@ -181,7 +170,9 @@ def run_one(config: Path, overrides: dict[str, Any], run_dir: Path, args: argpar
 
 def recipe_network(model: str, recipe: Path = RECIPE) -> torch.nn.Module:
     """``model`` as the ``recipe`` config builds it (width, options, CamVid's classes), with fresh weights."""
-    return model_from_config(network_config(load_config(recipe, model=model), len(CamVid.classes))).eval()
+    cfg = aticnet.load_config(recipe, model=model)
+    width = {} if cfg.width is None else {"width": cfg.width}
+    return aticnet.build_model(model, num_classes=CAMVID_CLASSES, **width, **cfg.model_options).eval()
 
 
 def protocol_dir(args: argparse.Namespace, protocol: str) -> Path:
@@ -194,7 +185,7 @@ def protocol_dir(args: argparse.Namespace, protocol: str) -> Path:
 
 def latency_360x480(net: torch.nn.Module) -> float:
     """Median ms of one CamVid frame through ``net`` (a rough figure: BENCHMARKS.md has the careful ones)."""
-    return measure_latency(net, (360, 480), runs=30, warmup=3)
+    return aticnet.measure_latency(net, (360, 480), runs=30, warmup=3)
 
 
 # Fields that name where a run lives, how many checkpoints it keeps or how many processes load its data (each
@@ -202,12 +193,22 @@ def latency_360x480(net: torch.nn.Module) -> float:
 BOOKKEEPING = {"out", "resume", "keep_checkpoints", "workers"}
 
 
-def learning_fields(cfg: TrainConfig) -> dict[str, Any]:
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def learning_fields(cfg: aticnet.TrainConfig) -> dict[str, Any]:
     """``cfg``'s fields but the BOOKKEEPING ones: two runs that agree on these learn the same weights."""
     return {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
 
 
-def same_run(cfg: TrainConfig, root: Path) -> Path | None:
+def same_run(cfg: aticnet.TrainConfig, root: Path) -> Path | None:
     """A finished run under ``root`` (any protocol) whose config equals ``cfg`` in every field that can change
     the weights, or None: e.g. a recipe experiment on configs/camvid.yaml's recipe is also the claim's seed-0 run."""
     want = learning_fields(cfg)
@@ -216,13 +217,13 @@ def same_run(cfg: TrainConfig, root: Path) -> Path | None:
         finished = (run / "summary.json").is_file() and (run / "model.safetensors").is_file()
         if not finished or run.resolve() == Path(cfg.out).resolve():
             continue
-        if learning_fields(load_config(path)) == want:
+        if learning_fields(aticnet.load_config(path)) == want:
             return run
     return None
 
 
 def cpu_description() -> str:
-    info = cpu_info()
+    info = aticnet.cpu_info()
     flags = [f for f in ("amx_bf16", "avx512_bf16") if info.get(f)]
     return f"{info['model']}" + (f" ({', '.join(flags)})" if flags else "")
 
@@ -232,8 +233,8 @@ def experiments(args: argparse.Namespace) -> None:
     changes = {name: overrides for name, _, overrides in EXPERIMENTS}
     for name in [] if args.table_only else args.only or changes:  # in the order asked for
         for seed in range(args.seeds or 1):
-            run_one(BASELINE, {**changes[name], "seed": seed}, out / f"{name}_seed{seed}", args, weights_needed=False)
-    # The table holds every finished run, whichever session trained it, and names those still to run.
+            run_one(RECIPE, {**changes[name], "seed": seed}, out / f"{name}_seed{seed}", args, weights_needed=False)
+    # The table holds every finished run, whichever machine trained it, and names those still to run.
     rows, missing = [], []
     for name, change, _ in EXPERIMENTS:
         done = sorted((RESULTS / "experiments").glob(f"{name}_seed*.json"))
@@ -259,7 +260,7 @@ def claim_runs(args: argparse.Namespace) -> list[tuple[str, int]]:
 def claim(args: argparse.Namespace) -> None:
     out, recipe = protocol_dir(args, "claim"), Path(args.recipe).resolve()
     todo = claim_runs(args)
-    # A run another session finished is its kept summary: the table needs no weights, only the figures do.
+    # A run finished elsewhere is its kept summary: the table needs no weights, only the figures do.
     runs = [run_one(recipe, {"model": m, "seed": s}, out / f"{m}_seed{s}", args, weights_needed=False)
             for m, s in todo]
     results = [r for r in runs if r is not None]
@@ -286,7 +287,7 @@ def final(args: argparse.Namespace) -> None:
     out = protocol_dir(args, "final")
     everything = {"train_split": "train+val", "holdout_drive": "", "val_split": ""}
     results = [run_one(Path(args.recipe).resolve(), {**everything, "model": m, "seed": 0}, out / m, args)
-               for m in ("icnet", "aticnet")]
+               for m in args.models or ("aticnet", "icnet")]
     for r in results:
         print(f"{r['model']}: {r['steps']} steps on train+val in {r['train_minutes']:.0f} min -> {r['run_dir']}")
 
@@ -307,7 +308,7 @@ def main() -> None:
                         "configs/camvid.yaml; another one's runs go to claim_NAME, final_NAME)")
     parser.add_argument("--quick", action="store_true", help="300 steps, one seed: a smoke run of the whole protocol")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (default: the protocol's)")
-    parser.add_argument("--models", nargs="+", default=None, help="claim: only these models")
+    parser.add_argument("--models", nargs="+", default=None, help="claim and final: only these models")
     parser.add_argument("--only", nargs="+", default=None, choices=[e[0] for e in EXPERIMENTS], help="experiments: only these, in this order")
     parser.add_argument("--retrain", action="store_true", help="train again even when a run is complete")
     parser.add_argument("--table-only", action="store_true", help="write the table from the runs finished so far, train nothing")

@@ -130,31 +130,20 @@ def format_experiments(rows: list[dict[str, Any]], held_out: str) -> str:
 def figures(results: list[dict], models: list[str], out: Path, data_root: str, held_out: str) -> None:
     """curves.png of ``results`` (runs whose directories are here), and comparison.png (Fig. 4) on three held-out
     frames, each of ``models`` by its first run; a figure that lacks a run is left out, and said so."""
-    import torch
-
-    from aticnet.checkpoint import load_model
-    from aticnet.data import EvalTransform, build_dataset
-    from aticnet.visualize import comparison_figure, curves_figure
+    import aticnet
 
     if not results:
         print("no run directory on this machine: no figures", flush=True)
         return
-    curves_figure([r["run_dir"] for r in results], out / "curves.png", labels=[f"{r['model']} s{r['seed']}" for r in results])
+    aticnet.plot_runs([r["run_dir"] for r in results], out / "curves.png",
+                      labels=[f"{r['model']} s{r['seed']}" for r in results])
     missing = [m for m in models if not any(r["model"] == m for r in results)]
     if missing:
         print(f"no comparison figure: no run of {', '.join(missing)} on this machine", flush=True)
         return
     first = [next(r for r in results if r["model"] == m) for m in models]
-    nets = {r["model"]: load_model(r["run_dir"]) for r in first}
-    net, meta = nets[models[0]]
-    frames = build_dataset("camvid", data_root, "train+val", EvalTransform(mean=net.config.mean, std=net.config.std),
-                           drives=[held_out])
-    rows = []
-    with torch.inference_mode():
-        for i in sorted({0, len(frames) // 2, len(frames) - 1}):
-            image, label = frames.read(i)
-            x, _ = frames[i]
-            rows.append({"image": image.permute(1, 2, 0), "label": label,
-                         "predictions": {m: n(x[None]).argmax(1)[0] for m, (n, _) in nets.items()}})
-    comparison_figure(rows, meta["colors"], meta["classes"], out / "comparison.png",
-                      title=f"CamVid, drive {held_out} (never trained on)")
+    frames = sorted(Path(data_root, "train").glob(f"{held_out}_*.png"))  # the held-out drive's frames
+    picked = [frames[i] for i in sorted({0, len(frames) // 2, len(frames) - 1})]
+    labels = [Path(data_root, "trainannot", f.name) for f in picked]  # CamVid ids; 11 = void, drawn black
+    aticnet.compare_models([r["run_dir"] for r in first], picked, out / "comparison.png", labels=labels,
+                           names=models, title=f"CamVid, drive {held_out} (never trained on)")

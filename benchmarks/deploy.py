@@ -10,23 +10,24 @@ infer-scale):
 
 * the latency of image -> full-size labels (the network and the labels step; batch 1, float NCHW
   input already normalised: a frame of the scored split resized), at each ``--sizes``, every form of every run timed round-robin in one
-  process (:mod:`aticnet.timing`), medians;
+  process (:func:`aticnet.time_interleaved`), medians;
 * mIoU on ``--split`` (for CamVid: val, drive 0016E5, which the models trained on) and, when the run
   held out a drive, on that drive, each by the ``aticnet evaluate`` command stored beside it in the report,
   and the change from PyTorch fp32.
 
-Writes ``--out``/deploy.json (``aticnet benchmark --report-from`` renders it into BENCHMARKS.md, with issue 12's
-targets) and deploy.md. Run it alone:
-on 2 cores anything beside it changes the times.
+Writes ``--out``/deploy.json (``aticnet benchmark --report-from`` renders it into BENCHMARKS.md, with the
+deployment targets). Every ``aticnet`` command runs as a user would type it. Run it alone: on 2 cores anything
+beside it changes the times.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import os
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,15 +35,6 @@ from pathlib import Path
 import torch
 
 import aticnet
-from aticnet.benchmark.machine import cpu_info, load_average, machine_info
-from aticnet.benchmark.report import deploy_table
-from aticnet.cli import main as cli
-from aticnet.checkpoint import load_model
-from aticnet.config import load_config
-from aticnet.data import build_dataset
-from aticnet.fast import LabelPredictor
-from aticnet.io import write_json, write_text
-from aticnet.timing import Entry, run_interleaved
 
 # (label, file kind, backend, precision, infer_scale); file kinds: run, xml, onnx, int8.xml, int8.onnx
 FORMS = [
@@ -87,6 +79,11 @@ def prepare_files(run: Path, out: Path, args: argparse.Namespace) -> dict[str, P
     return files
 
 
+def cli(argv: list[str]) -> int:
+    """``aticnet ARGV`` in its own process, as a user runs it; its return code."""
+    return subprocess.run([sys.executable, "-m", "aticnet", *argv], check=False).returncode
+
+
 def evaluate_argv(path: Path, kind: str, backend: str, precision: str, scale: float, args, drive: str | None) -> list[str]:
     """The ``aticnet evaluate`` arguments that score this form (on ``--split``, or on the held-out ``drive``)."""
     words = ["evaluate", "--weights", str(path), "--dataset", args.dataset, "--data-root", args.data_root]
@@ -108,8 +105,9 @@ def score(argv: list[str]) -> float:
 
 def predictor(path: Path, kind: str, backend: str, precision: str, scale: float):
     """image batch (normalised) -> labels, as the form runs it."""
-    if kind == "plain":
-        return LabelPredictor(load_model(path)[0])
+    if kind == "plain":  # the module as built: full-size logits, then the argmax
+        model = aticnet.load(path, backend="torch", fast=False).model
+        return lambda image: model(image).argmax(1)
     seg = aticnet.load(path, backend=backend, precision=precision, infer_scale=scale)
     return seg.labels_of_normalized
 
@@ -119,7 +117,7 @@ def timing_image(args: argparse.Namespace, size: tuple[int, int], mean, std) -> 
     model's logits noise too, and the labels step would not behave as it does on streets.)"""
     import torch.nn.functional as F
 
-    frames = build_dataset(args.dataset, args.data_root, args.split, None)
+    frames = aticnet.build_dataset(args.dataset, args.data_root, args.split)
     image = frames.read(len(frames) // 2)[0][None].float() / 255
     image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
     return (image - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
@@ -152,12 +150,12 @@ def main() -> None:
                         "neither avx512_bf16 nor AMX: OpenVINO would run them in f32)")
     args = parser.parse_args()
     out = Path(args.out)
-    info = cpu_info()
+    info = aticnet.cpu_info()
     skip_bf16 = args.no_bf16 or not (info.get("avx512_bf16") or info.get("amx_bf16"))  # OpenVINO would run f32
     rows = []
     reused = previous_scores(out) if args.reuse_scores else {}
     for run in map(Path, args.runs):
-        cfg = load_config(run / "config.yaml")
+        cfg = aticnet.load_config(run / "config.yaml")
         files = prepare_files(run, out / run.name, args)
         drive = cfg.holdout_drive or None
         for label, kind, backend, precision, scale in FORMS:
@@ -174,27 +172,29 @@ def main() -> None:
             print(f"{run.name:>28} | {label:<58} | {args.split} {100 * row['miou']:.2f}"
                   + (f" | {drive} {100 * row['held_out_miou']:.2f}" if drive else ""), flush=True)
             rows.append(row)
-    start_load = load_average()
-    predictors = [predictor(Path(r["file"]), r["kind"], r["backend"], r["precision"], r["infer_scale"]) for r in rows]
-    first = load_model(rows[0]["run"])[0].config  # every model here normalises as its config says
+    start_load = os.getloadavg()
+    predictors = {str(i): predictor(Path(r["file"]), r["kind"], r["backend"], r["precision"], r["infer_scale"])
+                  for i, r in enumerate(rows)}
+    first = aticnet.load(rows[0]["run"], backend="torch", fast=False).model.config  # each model normalises so
     for size_text in args.sizes:
         size = tuple(int(v) for v in size_text.lower().split("x"))
-        entries = [Entry(str(i), r["model"], None, f, contextlib.nullcontext) for i, (r, f) in enumerate(zip(rows, predictors))]
         image = timing_image(args, size, first.mean, first.std)
-        run_interleaved(entries, image, torch.device("cpu"), runs=args.timed_runs, warmup=2, budget_s=float("inf"),
-                        min_runs=args.timed_runs)
-        for r, e in zip(rows, entries, strict=True):
-            r[f"latency_ms_{size_text}"] = 1000 * statistics.median(e.times_s)
+        with torch.inference_mode():
+            times = aticnet.time_interleaved(predictors, image, runs=args.timed_runs, warmup=2)
+        for i, r in enumerate(rows):
+            r[f"latency_ms_{size_text}"] = 1000 * statistics.median(times[str(i)])
         print(f"timed at {size_text}", flush=True)
-    report = {"mode": "deploy", "command": "python " + shlex.join(sys.argv), **machine_info(torch.device("cpu")),
+    report = {"mode": "deploy", "command": "python " + shlex.join(sys.argv), **aticnet.machine_info("cpu"),
               "sizes": args.sizes, "split": args.split, "timed_runs": args.timed_runs, "load_avg_start": start_load,
-              "load_avg_end": load_average(), "rows": rows,
+              "load_avg_end": os.getloadavg(), "rows": rows,
               "timed_region": "float32 NCHW image (a frame of the scored split, resized and normalised) -> network "
                               f"-> labels at full size, batch 1, {args.timed_runs} timed passes per form after 2 warm-up, round-robin, medians"}
-    write_json(out / "deploy.json", report)
-    text = "\n".join(deploy_table(report)) + "\n"
-    write_text(out / "deploy.md", text)
-    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "deploy.json").write_text(json.dumps(report, indent=2) + "\n")
+    for r in rows:
+        times = ", ".join(f"{r[f'latency_ms_{s}']:.0f} ms at {s}" for s in args.sizes)
+        print(f"{r['model']:>8} | {r['form']:<58} | {times} | {args.split} {100 * r['miou']:.2f}")
+    print(f"wrote {out / 'deploy.json'}; BENCHMARKS.md: aticnet benchmark --report-from ... {out / 'deploy.json'}")
 
 
 if __name__ == "__main__":

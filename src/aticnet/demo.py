@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from .analyze import count_parameters
-from .checkpoint import load_model
-from .config import TrainConfig
 from .data import EvalTransform, build_dataset
-from .io import write_json, write_text
-from .timing import measure_latency
-from .train import train
-from .visualize import comparison_figure, curves_figure
+from .inference.timing import measure_latency
+from .models.analysis import count_parameters
+from .models.weights import load_model
+from .training.config import TrainConfig
+from .training.trainer import train
+from .utils.io import write_json, write_text
+from .visualization.drawing import comparison_figure, curves_figure
 
 MODELS = ("icnet", "aticnet")
 LATENCY_SIZE = (1024, 2048)  # the paper's (Cityscapes) resolution

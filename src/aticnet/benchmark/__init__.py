@@ -1,6 +1,6 @@
 """``aticnet benchmark``: latency of our models beside their peers, and training throughput.
 
-Protocol (SPEC 8):
+Protocol:
 
 * Every model (and every variant: plain, ``--fast``, bf16, ...) is built once, then all are
   measured in one process, **interleaved**: each round times one pass of every model in
@@ -32,7 +32,7 @@ Every pass runs under ``torch.inference_mode()``, the plain variant included.
 
 from __future__ import annotations
 
-from ..timing import Entry, quantile, run_interleaved
+from ..inference.timing import Entry, quantile, run_interleaved
 from .inference import benchmark_inference, format_inference
 from .models import DEFAULT_MODELS, Variant, build_benchmark_model, parse_variant
 from .training import benchmark_training, format_training

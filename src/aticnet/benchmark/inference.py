@@ -1,4 +1,4 @@
-"""Latency of every model beside its peers, interleaved (SPEC 8)."""
+"""Latency of every model beside its peers, interleaved: batch 1, warm-up first, medians, device synchronised."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..analyze import count_flops
-from ..api import scaled_size
-from ..errors import UserError
-from ..timing import Entry, matmul_gflops, quantile, run_interleaved, time_pass
+from ..inference.segmenter import scaled_size
+from ..inference.timing import Entry, matmul_gflops, quantile, run_interleaved, time_pass
+from ..models.analysis import count_flops
+from ..utils.errors import UserError
 from .machine import check_device, cpu_peak_memory, cuda_peak_memory, load_average, machine_info
 from .models import (
     DEFAULT_MODELS,
@@ -134,7 +134,7 @@ def _build_entries(models: Sequence[str], variants: Sequence[Variant], *, size: 
                     )
                 )
             # optimised variants work on a copy; a deployed file runs as it is
-            predictor, autocast = prepare_deployed(name, v) if deployed else prepare(model, v, device)
+            predictor, autocast = prepare_deployed(name, v, device) if deployed else prepare(model, v, device)
             entries.append(Entry(key, name, v, predictor, autocast))
         del model
     return entries, info

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..deploy.backends import openvino_core
-from ..deploy.labels import labels_from_logits, upsample_argmax
-from ..timing import Entry, quantile, run_interleaved
+from ..inference.backends import openvino_core
+from ..inference.labels import labels_from_logits, upsample_argmax
+from ..inference.timing import Entry, quantile, run_interleaved
 from .machine import load_average, machine_info
 
 EXACT = ("nchw", "channels_last", "refine", "openvino")  # same labels as the reference, up to exact ties

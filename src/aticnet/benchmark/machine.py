@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
-from ..timing import Entry, synchronize
+from ..inference.timing import Entry, synchronize
+from ..utils.errors import UserError
 from .models import Variant, build_benchmark_model, prepare
 
 
@@ -29,8 +29,13 @@ def check_device(device: torch.device, precisions: Iterable[str]) -> None:
         raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
 
 
-def tensor_bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+def tensor_bytes(model: Any) -> int | None:
+    """Bytes of a module's parameters and buffers; None for what is no ``nn.Module`` (a deployed file's runner, a
+    bound method), whose weights live in its engine."""
+    module = model if isinstance(model, nn.Module) else getattr(model, "module", None)
+    if not isinstance(module, nn.Module):
+        return None
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 def _status_kb(field_name: str) -> int:
@@ -111,6 +116,9 @@ def cuda_peak_memory(entry: Entry, image: Tensor, device: torch.device) -> dict[
         entry.predictor(image)
     synchronize(device)
     growth = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if weights is None:  # not a PyTorch module: only the pass's own allocations are known
+        return {"peak_mem_mb": None, "activation_peak_mb": growth, "weights_mb": None,
+                "memory_method": "torch.cuda.max_memory_allocated over one pass; weights not counted (not a module)"}
     return {
         "peak_mem_mb": weights / 2**20 + growth,
         "activation_peak_mb": growth,
@@ -124,6 +132,8 @@ CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8"
 
 
 def cpu_info() -> dict[str, Any]:
+    """The CPU's model name, core count and the flags that decide int8 and bf16 speed (:data:`CPU_FLAGS`): printed
+    with every figure, since a figure holds only on its CPU."""
     info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     with contextlib.suppress(OSError):
         text = Path("/proc/cpuinfo").read_text()
@@ -138,8 +148,12 @@ def cpu_info() -> dict[str, Any]:
     return info
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
+def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a measurement ran on: device, threads, torch and torchvision versions, the CPU (:func:`cpu_info`), the
+    compute backend; on CUDA the GPU and its TF32 flags."""
     import torchvision
+
+    device = torch.device(device)
 
     info = {
         "device": device.type,
@@ -153,6 +167,10 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["backend"] = f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        # fp32 convolutions may run in TF32 (cuDNN's default) while the fp32 matrix-product reference does not:
+        # the flags say which figure ran in which
+        info["tf32"] = {"cudnn_conv": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32,
+                        "float32_matmul_precision": torch.get_float32_matmul_precision()}
     return info
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
-from ..fast import DTYPES, LabelPredictor, compile_module, logits_of, optimize_for_inference
+from ..inference.fast import DTYPES, LabelPredictor, compile_module, logits_of, optimize_for_inference
+from ..models import place_on_device
+from ..utils.errors import UserError
 
 DEFAULT_MODELS = ("icnet", "aticnet", "pspnet", "lraspp_mobilenet_v3", "deeplabv3_mobilenet_v3")
 DEFAULT_TRAIN_MODELS = ("icnet", "aticnet")
@@ -29,7 +30,7 @@ class Variant:
     precision: str = "32"  # "32", "bf16", "16"
     engine: str = "torch"  # "torch", "openvino", "onnxruntime"
     int8: bool = False  # post-training int8 (openvino: NNCF; onnxruntime: QDQ), calibrated on synthetic scenes
-    refine: bool = False  # low-res logits + the exact labels step (deploy.labels) instead of upsampling all
+    refine: bool = False  # low-res logits + the exact labels step (inference.labels) instead of upsampling all
     infer_scale: float = 1.0  # the network runs at this multiple of the input size
 
     @property
@@ -98,20 +99,22 @@ def _is_number(text: str) -> bool:
 
 def build_benchmark_model(name: str, *, width: float | None = None, num_classes: int = 19, seed: int = 0) -> nn.Module:
     """An eval-mode model: one of ours with random weights (``width`` applies to the ICNet family; PSPNet keeps
-    its own 1.0), a torchvision peer (its own widths, as torchvision builds it), or trained weights (a run
-    directory or .safetensors file: what the deployed labels step is measured on, since random weights give
-    noise, not regions)."""
+    its own 1.0), a torchvision peer (its own widths, as torchvision builds it), or trained weights (a shipped
+    name, a run directory or .safetensors file: what the deployed labels step is measured on, since random
+    weights give noise, not regions)."""
     from pathlib import Path
 
     from ..models import MODEL_NAMES, PEER_NAMES, build_model
+    from ..models.pretrained import is_weights_name, weight_names
 
-    if Path(name).exists():
-        from ..checkpoint import load_model
+    if Path(name).exists() or is_weights_name(name):
+        from ..models.weights import load_model
 
         return load_model(name, "cpu")[0].eval()
     if name not in (*MODEL_NAMES, *PEER_NAMES):
-        raise UserError(f"unknown model {name!r}; choose from {', '.join((*MODEL_NAMES, *PEER_NAMES))} or give "
-                        "a run directory")
+        shipped = ", ".join(weight_names())
+        raise UserError(f"unknown model {name!r}; choose from {', '.join((*MODEL_NAMES, *PEER_NAMES))}"
+                        + (f", shipped weights ({shipped})" if shipped else "") + " or give a run directory")
     torch.manual_seed(seed)
     overrides = {"width": width} if width and name in MODEL_NAMES and name != "pspnet" else {}
     return build_model(name, num_classes=num_classes, **overrides).eval()
@@ -129,21 +132,27 @@ def deployed_architecture(path: str) -> nn.Module:
     parameters, for the table (the file itself is what is timed)."""
     from pathlib import Path
 
-    from ..deploy.backends import deployed_meta
+    from ..inference.backends import deployed_meta
     from ..models import ModelConfig, model_from_config
 
     return model_from_config(ModelConfig.from_dict(deployed_meta(Path(path))["model_config"])).eval()
 
 
-def prepare_deployed(path: str, variant: Variant) -> tuple[Callable[[Tensor], Tensor], Callable[[], Any]]:
+def prepare_deployed(path: str, variant: Variant, device: torch.device = torch.device("cpu")
+                     ) -> tuple[Callable[[Tensor], Tensor], Callable[[], Any]]:
     """(image -> labels, context) of a deployed file run as it is: a variant picks only the engine (ov or ort, for
-    an .onnx), the precision (bf16 on OpenVINO) and the input scale; fp32/int8 is the file's own."""
-    from ..api import load
+    an .onnx), the precision (bf16 on OpenVINO) and the input scale; fp32/int8 is the file's own. On a GPU only an
+    .onnx file in an onnxruntime with its CUDA provider runs there; anything else is refused, not timed on the CPU
+    under a GPU's name."""
+    from ..inference.segmenter import load
 
     if variant.int8 or variant.channels_last or variant.fold_bn or variant.compile:
         raise UserError(f"{path}: a deployed file runs as it is; its variants take only ov, ort, bf16 and sS")
-    seg = load(path, backend=None if variant.engine == "torch" else variant.engine, precision=variant.precision,
-               infer_scale=variant.infer_scale)
+    seg = load(path, device, backend=None if variant.engine == "torch" else variant.engine,
+               precision=variant.precision, infer_scale=variant.infer_scale)
+    if seg.device.type != device.type:
+        raise UserError(f"{path}: runs on the {seg.device.type} ({seg.backend}), not the {device.type}: benchmark it "
+                        f"with --device {seg.device.type}" + (" (or install onnxruntime-gpu)" if path.endswith(".onnx") else ""))
     return seg.labels_of_normalized, contextlib.nullcontext
 
 
@@ -154,11 +163,14 @@ def prepare(model: nn.Module, variant: Variant, device: torch.device) -> tuple[C
     weights'); the plain variant in bf16/16 runs under autocast, as ``evaluate`` does. OpenVINO and
     onnxruntime get the model converted (and quantized, calibrated on synthetic scenes) here.
     """
-    model = model.to(device)
     dtype = DTYPES[variant.precision]
     autocast: Callable[[], Any] = contextlib.nullcontext
     if variant.engine != "torch":
+        if device.type != "cpu":
+            raise UserError(f"variant {variant.name}: OpenVINO and onnxruntime are timed on the CPU; benchmark them "
+                            "with --device cpu")
         return _EngineLabels(model, variant), autocast
+    model = place_on_device(model, device)
     if variant.channels_last or variant.fold_bn:
         model = optimize_for_inference(model, channels_last=variant.channels_last, fold_bn=variant.fold_bn, dtype=dtype)
     elif dtype is not None:
@@ -177,7 +189,7 @@ class RefinedLabels(nn.Module):
         self.model = model
 
     def forward(self, image: Tensor) -> Tensor:
-        from ..deploy.labels import labels_from_logits
+        from ..inference.labels import labels_from_logits
 
         if not hasattr(self.model, "forward_lowres"):  # a torchvision peer upsamples inside
             return logits_of(self.model(image)).argmax(1)
@@ -191,8 +203,13 @@ class _Scaled:
     def __init__(self, predictor: Callable[[Tensor], Tensor], scale: float) -> None:
         self.predictor, self.scale = predictor, scale
 
+    @property
+    def module(self) -> Any:
+        """What runs the network (its weights count in the memory figure)."""
+        return self.predictor
+
     def __call__(self, image: Tensor) -> Tensor:
-        from ..api import scaled_size
+        from ..inference.segmenter import scaled_size
 
         size = tuple(image.shape[-2:])
         small = torch.nn.functional.interpolate(image, size=scaled_size(size, self.scale), mode="bilinear",
@@ -205,8 +222,8 @@ class _EngineLabels:
     """image batch -> labels through OpenVINO or onnxruntime: the low-res graph, then the exact labels step."""
 
     def __init__(self, model: nn.Module, variant: Variant) -> None:
-        from ..api import Segmenter
-        from ..deploy import backends
+        from ..inference import backends
+        from ..inference.segmenter import Segmenter
 
         if not hasattr(model, "forward_lowres"):
             raise UserError(f"{model.config.name}: the ov and ort variants are for aticnet's models")
@@ -247,9 +264,9 @@ def _onnxruntime_runner(model: nn.Module, int8: bool) -> Any:
     import tempfile
     from pathlib import Path
 
-    from ..deploy import backends
+    from ..deploy.export import export_onnx
     from ..deploy.quantize import _onnxruntime
-    from ..export import export_onnx
+    from ..inference import backends
 
     with tempfile.TemporaryDirectory(prefix="aticnet-bench-") as tmp:
         path = Path(tmp) / "model.onnx"

@@ -10,63 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..api import DEFAULT_CPU_ENGINE
-from .machine import CPU_FLAGS
+from ..inference.segmenter import DEFAULT_CPU_ENGINE
+from .tables import _is_inference, _is_train, _load, _rows, deploy_table, table_for
 
-MATMUL_REFERENCE = 175.0  # GFLOP/s: SPEC 8's fp32 matrix-product rate of the 2-core machine
+MATMUL_REFERENCE = 175.0  # GFLOP/s: the fp32 matrix-product rate of 2 cores of the reference CPU (the targets' yardstick)
 PAYS = 1.05  # a variant "pays" when it is at least this much faster than plain, in the same run
 
 
-def _is_train(r: dict[str, Any]) -> bool:
-    return r.get("mode") == "train"
-
-
-def _is_inference(r: dict[str, Any]) -> bool:
-    return r.get("mode", "inference") == "inference"
-
-
-def table_for(r: dict[str, Any]) -> list[str]:
-    """The markdown table of one report, whatever it measured."""
-    return {"train": train_table, "labels": labels_table, "deploy": deploy_table}.get(r.get("mode"), inference_table)(r)
-
-
-def labels_table(r: dict[str, Any]) -> list[str]:
-    """The labels step alone: time and pixels changed against the exact reference, per method."""
-    h, w = r["size"]
-    lines = [f"`{r.get('command')}`", "", f"{_machine(r)}; low-res logits -> {h}x{w} labels; {r['warmup']} warm-up "
-             f"passes, then {r['runs']} timed per method, interleaved. {_load(r)}.", ""]
-    for name, m in r["models"].items():
-        lines += [f"{name} (logits {'x'.join(map(str, m['logits']))}):", "",
-                  "| method | exact | ms (median) | IQR ms | pixels changed |", "| --- | --- | ---: | ---: | ---: |"]
-        for way, row in m["methods"].items():
-            lines.append(f"| {way} | {'yes' if row['exact'] else 'no'} | {row['latency_ms']:.1f} | "
-                         f"{row['latency_p25_ms']:.1f}-{row['latency_p75_ms']:.1f} | {100 * row['pixels_changed']:.4f}% |")
-        lines.append("")
-    return lines
-
-
-def deploy_table(r: dict[str, Any]) -> list[str]:
-    """Every deployable form of trained runs (benchmarks/deploy.py): latency at each size with its speed-up over
-    PyTorch fp32 as built, and mIoU with its change from it."""
-    rows, sizes = r["rows"], r["sizes"]
-    held = any(row.get("held_out_miou") is not None for row in rows)
-    head = ["model", "form"] + [f"ms at {s} (speed-up)" for s in sizes] + [f"{r['split']} mIoU (change)"]
-    head += [f"held-out {rows[0]['held_out_drive']} mIoU (change)"] if held else []
-    lines = [f"`{r.get('command')}`", "", f"{_machine(r)}; {r['timed_region']}; {_load(r)}.", "",
-             "| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
-    for row in rows:
-        base = next(b for b in rows if b["run"] == row["run"] and b["form"] == rows[0]["form"])
-        cells = [row["model"], row["form"]]
-        cells += [f"{row[f'latency_ms_{s}']:.0f} ({base[f'latency_ms_{s}'] / row[f'latency_ms_{s}']:.1f}x)" for s in sizes]
-        cells.append(f"{100 * row['miou']:.2f} ({100 * (row['miou'] - base['miou']):+.2f})")
-        if held:
-            cells.append(f"{100 * row['held_out_miou']:.2f} ({100 * (row['held_out_miou'] - base['held_out_miou']):+.2f})")
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
-
-
 def deploy_targets(reports: Sequence[dict[str, Any]]) -> list[str]:
-    """Issue 12's targets, judged from the deployable-forms reports (1024x2048, as ratios within one run)."""
+    """The deployment targets, judged from the deployable-forms reports (1024x2048, as ratios within one run)."""
     out: list[str] = []
     for r in (r for r in reports if r.get("mode") == "deploy" and "1024x2048" in r["sizes"]):
         key = "latency_ms_1024x2048"
@@ -85,7 +37,7 @@ def deploy_targets(reports: Sequence[dict[str, Any]]) -> list[str]:
             ov = next((x for x in fp32 if x["backend"] == "openvino"), None)
             if ov:
                 if ours[key] <= ov[key]:
-                    verdict = "**met**"
+                    verdict = "**met**" if DEFAULT_CPU_ENGINE == "torch" else "**not met**: PyTorch is faster here"
                 elif DEFAULT_CPU_ENGINE == "openvino":
                     verdict = "**met**: OpenVINO is faster, and a run loads on it by default where it is installed"
                 else:
@@ -103,118 +55,8 @@ def deploy_targets(reports: Sequence[dict[str, Any]]) -> list[str]:
             out.append(f"  - live video, AtICNet {row['form']} on 1024x2048 frames, labels at full size: {fps:.1f} "
                        f"frames/s, {100 * (row['miou'] - by_model['aticnet'][0]['miou']):+.2f} mIoU on {r['split']}; "
                        f"{'**met**' if fps >= 15 else '**not met**'} (target >= 15)")
-    return (["**int8 >= 2.5x PyTorch fp32 at <= 0.5 mIoU loss; PyTorch fp32 no slower than OpenVINO fp32; AtICNet <= "
-             "1.15x ICNet; live video >= 15 frames/s (issue 12)**", *out] if out else [])
-
-
-def _fmt(value: float | None, spec: str = ".1f", none: str = "-") -> str:
-    return none if value is None else format(value, spec)
-
-
-def _machine(r: dict[str, Any]) -> str:
-    where = r.get("gpu") if r["device"] == "cuda" else r["cpu"]["model"]
-    cpu = r.get("cpu", {})
-    flags = [f for f in CPU_FLAGS if cpu.get(f)]
-    extra = f", CPU flags: {', '.join(flags)}" if r["device"] == "cpu" and flags else ""
-    return (
-        f"{r['device']} ({where}{extra}), {r['threads']} threads, backend {r.get('backend', '?')}, "
-        f"torch {r['torch']}, torchvision {r.get('torchvision', '?')}"
-    )
-
-
-def _load(r: dict[str, Any]) -> str:
-    return f"load average (1, 5, 15 min) at start {r.get('load_avg_start')}, at end {r.get('load_avg_end')}"
-
-
-def inference_table(r: dict[str, Any]) -> list[str]:
-    h, w = r["size"]
-    lines = [
-        f"`{r.get('command')}`",
-        "",
-        (
-            f"{_machine(r)}; input {h}x{w}, batch {r['batch_size']}, precision {r['precision']}; "
-            f"timed region: {r['timed_region']}; {r['warmup']} warm-up passes, then up to {r['runs']} timed passes per "
-            f"model, interleaved round-robin (a model stops early after {r['min_runs']} passes once its passes "
-            f"used {r['budget_s']:g} s). Measured fp32 matrix product ({r.get('matmul_size', 2048)}^2): {r['matmul_gflops']:.0f} GFLOP/s before "
-            f"the timing, {_fmt(r.get('matmul_gflops_end'), '.0f')} after. {_load(r)}."
-        ),
-        "",
-        (
-            "| model | variant | width | latency ms (median) | IQR ms | min-max ms | runs | fps | GFLOPs | "
-            "effective GFLOP/s | of matmul rate | peak mem MB | params M | x ICNet |"
-        ),
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in r["models"].values():
-        runs = f"{row['runs']}" + (" (budget)" if row.get("budget_limited") else "")
-        lines.append(
-            f"| {row['model']} | {row['variant']} | {_fmt(row.get('width'), 'g')} | {row['latency_ms']:.1f} | "
-            f"{row['latency_p25_ms']:.1f}-{row['latency_p75_ms']:.1f} | {row['latency_min_ms']:.1f}-{row['latency_max_ms']:.1f} | "
-            f"{runs} | {row['fps']:.2f} | {row['gflops']:.1f} | {row['effective_gflops_per_s']:.1f} | "
-            f"{100 * row['matmul_share']:.0f}% | {_fmt(row.get('peak_mem_mb'), '.0f')} | {row['params'] / 1e6:.2f} | "
-            f"{_fmt(row.get('ratio_to_icnet'), '.2f')} |"
-        )
-    lines += [
-        "",
-        f"GFLOPs: {r['flops_note']}. Peak memory: "
-        + (
-            next((row.get("memory_method") for row in r["models"].values() if row.get("memory_method")), None)
-            or "not measured (--no-memory)"
-        )
-        + ".",
-    ]
-    compiled = [row for row in r["models"].values() if "compile" in row["variant"]]
-    if compiled:
-        lines.append(
-            "First call (compilation, not timed): "
-            + ", ".join(f"{row['model']}[{row['variant']}] {row['first_call_s']:.0f} s" for row in compiled)
-            + "."
-        )
-    return lines
-
-
-def train_table(r: dict[str, Any]) -> list[str]:
-    p = r["pipeline"]
-    lines = [
-        f"`{r.get('command')}`",
-        "",
-        (
-            f"{_machine(r)}; crop {r['crop_size']}x{r['crop_size']}, batch {r['batch_size']}, precision {r['precision']}; "
-            f"data: {r['data']}; {_load(r)}."
-        ),
-        "",
-        "| what | images/s | ms per batch/step |",
-        "| --- | ---: | ---: |",
-        f"| data pipeline: decode + augment, {p['workers']} worker(s) | {p['images_per_s']:.2f} | {p['batch_ms']:.0f} |",
-    ]
-    alt = r.get("pipeline_composed")
-    if alt:
-        lines.append(
-            f"| data pipeline with `ComposedTrainTransform` (the plain v2.Compose; same output), "
-            f"{alt['workers']} worker(s) | {alt['images_per_s']:.2f} | {alt['batch_ms']:.0f} |"
-        )
-    for name, s in r["step"].items():
-        lines.append(
-            f"| training step {name} (forward + backward + SGD, random data) | {s['images_per_s']:.2f} | {s['step_ms']:.0f} |"
-        )
-    for name, s in r.get("step_channels_last", {}).items():  # reports from before channels-last became the default
-        lines.append(
-            f"| training step {name} in channels_last (model and images NHWC) | {s['images_per_s']:.2f} | "
-            f"{s['step_ms']:.0f} |"
-        )
-    for name, s in r.get("end_to_end", {}).items():
-        lines.append(f"| {name} fed by the loader (both together) | {s['images_per_s']:.2f} | {s['step_ms']:.0f} |")
-    lines += ["", f"Training is bound by the **{r['bound']}**. Transform: `{p.get('transform', '?')}`."]
-    if r["threads"] <= 2 and r["device"] == "cpu":
-        lines.append(
-            "On 2 cores the loader's workers and the training step share the same cores, so the "
-            "'together' rows are lower than either alone."
-        )
-    return lines
-
-
-def _rows(r: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(row["model"], row["variant"]): row for row in r["models"].values()}
+    return (["**int8 >= 2.5x PyTorch fp32 at <= 0.5 mIoU loss; the default fp32 engine is the fastest fp32 form; "
+             "AtICNet <= 1.15x ICNet; live video >= 15 frames/s**", *out] if out else [])
 
 
 def _pairs(reports: Sequence[dict[str, Any]], first: str, second: str):
@@ -300,6 +142,38 @@ def targets(reports: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
+GPU_FPS_TARGETS = {"icnet": 300, "aticnet": 250}  # frames/s at 1024x2048, batch 1, fp16 (the ICNet release: 30)
+FEEDS_TARGET = 0.9  # training on one GPU: the loader delivers this share of what the step consumes
+
+
+def gpu_targets(reports: Sequence[dict[str, Any]]) -> list[str]:
+    """The GPU targets: ICNet and AtICNet frames/s at 1024x2048 in fp16, and a training step fed by its loader."""
+    out = [f"- **ICNet >= {GPU_FPS_TARGETS['icnet']} and AtICNet >= {GPU_FPS_TARGETS['aticnet']} frames/s at 1024x2048, "
+           "batch 1, fp16**"]
+    for r in reports:
+        if not _is_inference(r) or r["size"] != [1024, 2048]:
+            continue
+        for (model, variant), row in _rows(r).items():
+            target = GPU_FPS_TARGETS.get(model)
+            if target and ("+16" in variant or variant == "16"):
+                verdict = "**met**" if row["fps"] >= target else f"**not met** ({target / row['fps']:.2f}x short)"
+                out.append(f"  - {r['gpu']}, {model} {variant}: {row['fps']:.0f} frames/s "
+                           f"({row['latency_ms']:.2f} ms); {verdict}")
+    out.append(f"- **Training on one GPU is fed: the loader delivers >= {100 * FEEDS_TARGET:.0f}% of the images/s the "
+               "step takes on device-resident data**")
+    for r in reports:
+        if not _is_train(r):
+            continue
+        pipe = r["pipeline"]["images_per_s"]
+        for name, s in r["step"].items():
+            fed = min(r.get("end_to_end", {}).get(name, {}).get("images_per_s", pipe), pipe) / s["images_per_s"]
+            verdict = "**met**" if fed >= FEEDS_TARGET else "**not met**"
+            out.append(f"  - {r['gpu']}, crop {r['crop_size']}, batch {r['batch_size']}, {name}: step "
+                       f"{s['images_per_s']:.0f} images/s, loader {pipe:.0f} in steady state: fed {100 * min(fed, 1):.0f}%; "
+                       f"{verdict}")
+    return out
+
+
 def base_variant(variant: str, present: Sequence[str]) -> str:
     """The variant this one adds one step to: 'fast+compile' -> 'fast', 'fast' -> 'cl' (fold on top), 'cl' -> 'plain'."""
     parts = variant.split("+")
@@ -351,20 +225,20 @@ def render_markdown(reports: Sequence[dict[str, Any]]) -> str:
         "",
         (
             "Generated by `aticnet benchmark` from its JSON reports (`aticnet benchmark --report-from *.json --markdown "
-            "BENCHMARKS.md`); every table names the command that made it. Protocol (SPEC 8): batch 1 unless stated, "
+            "BENCHMARKS.md`); every table names the command that made it. Protocol: batch 1 unless stated, "
             "warm-up first, every model in one process and interleaved, median and spread of many passes, the final "
             "upsample and argmax inside the timed region, device synchronised. Peers are torchvision's "
             "`lraspp_mobilenet_v3_large` and `deeplabv3_mobilenet_v3_large` with random weights and 19 classes. "
             "ICNet-family widths are 0.5 unless the table says otherwise; PSPNet is full width (1.0). "
             "Variants: `plain` = the model as built (our models compute in channels_last by default, "
             "`ModelConfig.channels_last`; the torchvision peers in NCHW); `fast` = Conv-BN folding + channels_last "
-            "(`aticnet.fast.optimize_for_inference`); `compile` = torch.compile (Inductor, freezing) of input -> labels; "
+            "(`aticnet.inference.fast.optimize_for_inference`); `compile` = torch.compile (Inductor, freezing) of input -> labels; "
             "`bf16` = weights and activations in bfloat16."
         ),
         "",
         "## CPU",
         "",
-        "Development machines differ between sessions; each table names its CPU and the flags that decide int8 and "
+        "Each table names its CPU and the flags that decide int8 and "
         "bf16 speed (avx512_vnni, avx512_bf16, AMX). Compare within a table, as ratios.",
         "",
     ]
@@ -376,17 +250,12 @@ def render_markdown(reports: Sequence[dict[str, Any]]) -> str:
     doc += what_pays([r for r in cpu if _is_inference(r)]) or ["No run compared variants (`--variants plain,fast,...`).", ""]
     doc += ["## GPU", ""]
     if gpu:
+        doc += ["### Targets", "", *gpu_targets(gpu), ""]
         for r in gpu:
             doc += table_for(r) + [""]
-        doc += what_pays(gpu)
+        doc += what_pays([r for r in gpu if _is_inference(r)])
     else:
-        doc += [
-            (
-                "No GPU was lent in this session: no GPU table yet. The same commands with `--device cuda` fill it "
-                "(`torch.cuda.synchronize` around each pass, `torch.cuda.max_memory_allocated` for memory)."
-            ),
-            "",
-        ]
+        doc += ["No GPU report. `tools/gpu_check.sh` on a CUDA machine makes them (about ten minutes).", ""]
     return "\n".join(doc).rstrip() + "\n"
 
 

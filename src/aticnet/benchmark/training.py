@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import UserError
-from ..timing import synchronize
+from ..inference.timing import synchronize
+from ..models import place_on_device
+from ..utils.errors import UserError
 from .machine import check_device, load_average, machine_info
 from .models import DEFAULT_TRAIN_MODELS, build_benchmark_model
 
@@ -52,12 +53,13 @@ def time_train_steps(
     num_classes: int,
     batches: Callable[[], tuple[Tensor, Tensor]] | None = None,
 ) -> dict[str, Any]:
-    """Training-step throughput on random data (or on ``batches()`` when given: end to end)."""
-    from ..config import TrainConfig
-    from ..losses import CascadeLoss
-    from ..train import TrainState, train_step
+    """Training-step throughput on one random batch resident on the device (the step alone), or on ``batches()``
+    when given (end to end: loading and the copy to the device are timed too)."""
+    from ..training.config import TrainConfig
+    from ..training.losses import CascadeLoss
+    from ..training.trainer import TrainState, train_step
 
-    model = build_benchmark_model(name, width=width, num_classes=num_classes).to(device).train()
+    model = place_on_device(build_benchmark_model(name, width=width, num_classes=num_classes), device).train()
     config = TrainConfig(model=name, crop_size=crop, batch_size=batch, max_steps=10**6, precision=precision)
     criterion = CascadeLoss(model.aux_keys, model.config.aux_weights).to(device)
     state = TrainState(model, config)
@@ -68,7 +70,11 @@ def time_train_steps(
         labels = torch.randint(0, num_classes, (batch, crop, crop), generator=gen)
         return images, labels
 
-    source = batches or random_batch
+    if batches is None:  # the step alone: one batch made on the device before timing, reused
+        resident = tuple(t.to(device) for t in random_batch())
+        source: Callable[[], tuple[Tensor, Tensor]] = lambda: resident  # noqa: E731
+    else:
+        source = batches
     times = []
     for i in range(warmup + steps):
         synchronize(device)
@@ -82,13 +88,21 @@ def time_train_steps(
     return _rates(times, batch)
 
 
-def batches_of(loader) -> Callable[[], tuple[Tensor, Tensor]]:
-    """A function returning the loader's next (images, labels)."""
+def batches_of(loader, device: torch.device | None = None, crop: tuple[int, int] | None = None
+               ) -> Callable[[], tuple[Tensor, Tensor]]:
+    """A function returning the loader's next (images, labels); with ``device``, on it as the trainer puts them there
+    (uint8 images normalised, or whole frames rescaled and cropped to ``crop``, on the device:
+    :func:`~aticnet.data.loader.batch_to_device`)."""
+    from ..data.loader import batch_to_device
+    from ..models.config import IMAGENET_MEAN, IMAGENET_STD
+
     it = iter(loader)
+    normalize = None if device is None else tuple(torch.tensor(v, device=device).view(1, -1, 1, 1)
+                                                  for v in (IMAGENET_MEAN, IMAGENET_STD))
 
     def next_batch() -> tuple[Tensor, Tensor]:
-        images, labels, _skipped = next(it)
-        return images, labels
+        *batch, _skipped = next(it)
+        return tuple(batch) if device is None else batch_to_device(tuple(batch), device, normalize, crop)
 
     return next_batch
 
@@ -96,18 +110,19 @@ def batches_of(loader) -> Callable[[], tuple[Tensor, Tensor]]:
 def time_pipeline(dataset, *, batch: int, workers: int, batches: int) -> dict[str, Any]:
     """Images/s the training loader delivers (decode + augment + collate in ``workers`` processes).
 
-    The first batch (worker start-up) is left out; then ``batches`` batches are timed as one
-    stretch, so the workers' parallelism counts.
+    The batches its processes make before anyone asks (two each) are taken untimed; then ``batches`` batches
+    are timed as one stretch, so the workers' parallelism counts and nothing made beforehand does.
     """
     from ..data.loader import train_loader
 
     loader = train_loader(dataset, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers)
     it = iter(loader)
-    next(it)
+    for _ in range(1 + 2 * workers):
+        next(it)
     start = time.perf_counter()
     n = 0
     for _ in range(batches):
-        images, _labels, _skipped = next(it)
+        images, *_rest = next(it)
         n += images.shape[0]
     elapsed = time.perf_counter() - start
     del it
@@ -137,9 +152,9 @@ def benchmark_training(
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Images/s of the training step (random data) and of the data pipeline, then both together."""
-    from ..config import TrainConfig
     from ..data import TrainTransform, build_dataset
     from ..models.config import IMAGENET_MEAN, IMAGENET_STD
+    from ..training.config import TrainConfig
 
     device = torch.device(device)
     check_device(device, [precision])
@@ -158,7 +173,9 @@ def benchmark_training(
     factory = transform_factory or TrainTransform
     with tempfile.TemporaryDirectory(prefix="aticnet-bench-") as tmp:
         root, data_desc = _data_root(dataset, data_root, data_size, data_images, Path(tmp), log)
-        transform = factory(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        # on a GPU the frames travel as bytes and are rescaled, cropped and normalised there, as the trainer does
+        uint8 = {"uint8": True, "defer": True} if device.type == "cuda" and factory is TrainTransform else {}
+        transform = factory(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD, **uint8)
         train_set = build_dataset(dataset, root, "train", transform=transform)
         result["data"] = data_desc
         result["num_classes"] = train_set.num_classes
@@ -224,9 +241,11 @@ def _time_models(models: Sequence[str], train_set: Any, *, crop: int, batch: int
             from ..data.loader import train_loader
 
             loader = train_loader(train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers)
-            from_loader = batches_of(loader)
+            from_loader = batches_of(loader, device if device.type == "cuda" else None, (crop, crop))
             log(f"  {name} end to end (loader + step)")
-            both[name] = time_steps(batches=from_loader)
+            # the loader's processes fill a buffer of 2 batches each before the first step: drained untimed; and the
+            # workers deliver in bursts (each makes a whole batch), so the timed stretch spans several rounds of them
+            both[name] = time_steps(batches=from_loader, warmup=warmup + 2 * workers, steps=max(steps, 6 * workers))
             del from_loader, loader  # the last reference to the iterator: its workers stop
             gc.collect()
     return step, both

@@ -1,7 +1,7 @@
 """The ``aticnet`` command line: one module per subcommand, each parsing its flags and calling the library.
 
 A subcommand module has ``add_parser(subparsers)`` (which sets ``func``) and ``run(args)``. Bad input
-(:class:`~aticnet.errors.UserError`, or a file the system refuses) is one line on stderr and exit
+(:class:`~aticnet.utils.errors.UserError`, or a file the system refuses) is one line on stderr and exit
 code 2; ``--debug`` shows the traceback instead.
 """
 
@@ -12,10 +12,27 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..errors import UserError
-from . import analyze, app, benchmark, check_data, compare, demo, evaluate, export, plot, predict, quantize, train
+from ..utils.errors import UserError
+from . import (
+    analyze,
+    app,
+    benchmark,
+    check_data,
+    compare,
+    demo,
+    evaluate,
+    export,
+    plot,
+    predict,
+    quantize,
+    serve,
+    stream,
+    train,
+    weights,
+)
 
-SUBCOMMANDS = (demo, train, evaluate, predict, compare, plot, export, quantize, app, analyze, benchmark, check_data)
+SUBCOMMANDS = (demo, train, evaluate, predict, compare, plot, export, quantize, app, analyze, benchmark, check_data,
+               weights, serve, stream)
 
 
 def build_parser() -> argparse.ArgumentParser:

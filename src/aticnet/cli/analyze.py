@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..analyze import analyze, format_report
+    from ..benchmark.analyze import analyze, format_report
     from ..models import build_model
 
     overrides = {"width": args.width} if args.width else {}

@@ -10,17 +10,20 @@ import argparse
 import os
 from typing import Any
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .common import add_device, subcommand
+
+DEFAULT_WEIGHTS = "aticnet-camvid"  # the shipped AtICNet: the page opens on a real street model
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..app_media import MAX_FRAMES, MAX_MEGAPIXELS, MAX_SIDE, VIDEO_MAX_SIDE
+    from ..app.media import MAX_FRAMES, MAX_MEGAPIXELS, MAX_SIDE, VIDEO_MAX_SIDE
 
     p = subcommand(subparsers, "app", __doc__, "a local web page: upload an image or a video, see each model's overlay")
-    p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                   help="one or more run directories, weights files, exported models (.onnx, OpenVINO .xml), Hub folders "
-                        "or Hub repo ids (two: side by side)")
+    p.add_argument("--weights", nargs="+", default=None, metavar="W",
+                   help="one or more shipped names (aticnet weights), run directories, weights files, exported models "
+                        "(.onnx, OpenVINO .xml), Hub folders or Hub repo ids (two: side by side); default: "
+                        f"{DEFAULT_WEIGHTS}")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     add_device(p)
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"--alpha must be between 0 and 1, not {args.alpha}")
     if min(args.max_side, args.max_frames, args.video_max_side) < 1 or args.max_megapixels <= 0:
         raise UserError("--max-side, --max-megapixels, --max-frames and --video-max-side must be positive")
-    segmenters = load_segmenters(args.weights, args.device, infer_scale=args.infer_scale)
+    weights = args.weights or [DEFAULT_WEIGHTS]
+    segmenters = load_segmenters(weights, args.device, infer_scale=args.infer_scale)
     limits = Limits(max_side=args.max_side, max_megapixels=args.max_megapixels, max_frames=args.max_frames,
                     video_max_side=args.video_max_side)
     launch_app(segmenters, host=args.host, port=args.port, alpha=args.alpha, limits=limits,

@@ -1,5 +1,5 @@
 """``aticnet benchmark``: latency of our models beside torchvision's peers, interleaved in one process
-(SPEC 8), or training throughput (``--train``); JSON reports and BENCHMARKS.md from them."""
+(batch 1, warm-up, medians, device synchronised), or training throughput (``--train``); JSON reports and BENCHMARKS.md from them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 from ..benchmark import benchmark_inference, benchmark_training, format_inference, format_training
 from ..benchmark.models import DEFAULT_MODELS, DEFAULT_TRAIN_MODELS, Variant, parse_variant
 from ..models import PEER_NAMES
-from ..errors import UserError
-from ..io import write_json, write_text
+from ..utils.errors import UserError
+from ..utils.io import write_json, write_text
 from .common import add_device, parse_size, subcommand
 
 
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = canonical_command(args)
-    from ..distributed import pick_device
+    from ..utils.distributed import pick_device
 
     device = pick_device(args.device)
     common = {"device": device, "width": args.width, "command": command, "log": log}
@@ -179,7 +179,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="images per pass (default 1; with --train 8)")
     add_device(p, default="cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16", "16"], help="16 needs CUDA")
-    p.add_argument("--fast", action="store_true", help="Conv-BN folding + channels_last (aticnet.fast)")
+    p.add_argument("--fast", action="store_true", help="Conv-BN folding + channels_last (aticnet.inference.fast)")
     p.add_argument(
         "--compile", action="store_true", help="also torch.compile (Inductor, freezing); compile time not timed"
     )

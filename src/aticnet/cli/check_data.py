@@ -28,8 +28,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..check_data import check_split, format_table
-    from ..errors import UserError
+    from ..data.check import check_split, format_table
+    from ..utils.errors import UserError
 
     reports = {s: check_split(args.dataset, args.data_root, s, args.workers, not args.quiet) for s in args.split}
     for split, r in reports.items():

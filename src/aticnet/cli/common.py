@@ -32,7 +32,7 @@ def add_json(parser: argparse.ArgumentParser, what: str) -> None:
 def write_report(path: str | None, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` when the user gave one."""
     if path:
-        from ..io import write_json
+        from ..utils.io import write_json
 
         write_json(path, data)
 

@@ -22,8 +22,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..figures import compare
+    from ..visualization.figures import compare_models
 
-    out = compare(args.weights, args.images, args.out, labels=args.labels, names=args.names, device=args.device,
+    out = compare_models(args.weights, args.images, args.out, labels=args.labels, names=args.names, device=args.device,
                   title=args.title)
     print(f"wrote {out}")

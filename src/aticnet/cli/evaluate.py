@@ -29,22 +29,22 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..errors import UserError
-    from ..metrics import format_scores
+    from ..evaluation.metrics import format_scores
+    from ..utils.errors import UserError
 
     if args.predictions:
         if args.dataset != "cityscapes":
             raise UserError("--predictions scores label-id PNGs against Cityscapes; use --dataset cityscapes")
-        from ..cityscapes_eval import evaluate_cityscapes_predictions
+        from ..evaluation.cityscapes import evaluate_cityscapes_predictions
 
         scores = evaluate_cityscapes_predictions(args.predictions, args.data_root, args.split)
         title = f"{args.predictions} on cityscapes {args.split}"
     else:
         if not args.weights:
             raise UserError("give --weights (a run directory or .safetensors) or --predictions DIR")
-        from ..evaluate import evaluate_weights
+        from ..evaluation.evaluate import evaluate
 
-        scores = evaluate_weights(args.weights, args.dataset, args.data_root, args.split, device=args.device,
+        scores = evaluate(args.weights, args.dataset, args.data_root, args.split, device=args.device,
                                   workers=args.workers, max_images=args.max_images, flip=args.flip, scales=args.scales,
                                   precision=args.precision, drives=args.drive, backend=args.backend,
                                   infer_scale=args.infer_scale)

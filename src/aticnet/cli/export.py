@@ -16,7 +16,7 @@ from .common import add_json, parse_size, subcommand, write_report
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..export import FORMATS, MIN_DYNAMO_OPSET
+    from ..deploy.export import FORMATS, MIN_DYNAMO_OPSET
 
     p = subcommand(subparsers, "export", __doc__, "export weights to ONNX or TorchScript, checked against PyTorch")
     p.add_argument("--weights", required=True, metavar="W", help="a run directory or a .safetensors file")
@@ -45,7 +45,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.format == "pretrained":
         return run_pretrained(args)
-    from ..export import export
+    from ..deploy.export import export
 
     report = export(args.weights, args.format, args.out, size=args.size, dynamic=args.dynamic, opset=args.opset,
                     exporter=args.exporter, tolerance=args.tolerance, verbose=args.verbose, lowres=args.lowres)
@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def run_pretrained(args: argparse.Namespace) -> None:
-    from ..errors import UserError
+    from ..utils.errors import UserError
 
     try:
-        from ..hub import export_pretrained
+        from ..deploy.hub import export_pretrained
     except ImportError:
         raise UserError("--format pretrained needs huggingface_hub: pip install 'aticnet[hub]'") from None
     report = export_pretrained(args.weights, args.out, size=args.size, latency_runs=args.latency_runs,

@@ -18,6 +18,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..figures import plot
+    from ..visualization.figures import plot_runs
 
-    print(f"wrote {plot(args.runs, args.out, labels=args.labels)}")
+    print(f"wrote {plot_runs(args.runs, args.out, labels=args.labels)}")

@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..errors import UserError
+    from ..utils.errors import UserError
 
     try:
         from ..deploy.quantize import quantize

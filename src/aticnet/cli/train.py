@@ -14,8 +14,9 @@ from typing import Any
 
 from .common import add_json, subcommand, write_report
 
+
 def add_parser(subparsers: Any) -> None:
-    from ..config import TrainConfig, field_help, union_members
+    from ..training.config import TrainConfig, field_help, union_members
 
     p = subcommand(subparsers, "train", __doc__, "train a model (torchrun for several processes or machines)")
     p.add_argument("--config", metavar="FILE", help="YAML recipe (see configs/); flags override it")
@@ -67,8 +68,8 @@ def _number_or_word(text: str) -> int | float | str:
 
 def config_from_args(args: argparse.Namespace):
     """Defaults < config file (or, on resume, the run's saved config when it has one) < flags."""
-    from ..config import TrainConfig, load_config
-    from ..errors import UserError
+    from ..training.config import TrainConfig, load_config
+    from ..utils.errors import UserError
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     overrides = {name: getattr(args, name) for name in names}
@@ -87,9 +88,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..distributed import shutdown_distributed
-    from ..metrics import format_scores
-    from ..train import train
+    from ..evaluation.metrics import format_scores
+    from ..training.trainer import train
+    from ..utils.distributed import shutdown_distributed
 
     config = config_from_args(args)
     try:

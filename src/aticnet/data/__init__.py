@@ -2,7 +2,7 @@
 
 Every data set yields ``(uint8 3xHxW RGB image, uint8 HxW train ids, 255 = ignore)`` from
 ``read(i)`` and passes the pair through its ``transform`` in ``dataset[i]``. Bad files
-raise ``aticnet.errors.DataError`` naming the file.
+raise ``aticnet.utils.errors.DataError`` naming the file.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import UserError
+from ..utils.errors import UserError
 from .base import SegmentationDataset, Transform
 from .camvid import CamVid
 from .cityscapes import Cityscapes
@@ -28,8 +28,18 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
 
 def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None,
                   **selection: Sequence[str] | None) -> SegmentationDataset:
-    """The data set ``name`` (a key of ``DATASETS``) at ``root``: split ``split`` (several joined by '+').
-    ``selection``: ``drives`` and ``exclude_drives`` as :class:`SegmentationDataset` takes them."""
+    """A data set by name.
+
+    Args:
+        name: cityscapes, camvid, folder or synthetic (the keys of ``DATASETS``). root: its top folder.
+        split: the split ("train", "val", ...; several joined by "+": "train+val").
+        transform: applied to each (image, label) pair by ``dataset[i]`` (``read(i)`` gives them untransformed).
+        selection: ``drives`` / ``exclude_drives``: keep / leave out frames by drive (CamVid's file-name prefix,
+            Cityscapes' city).
+    Returns:
+        A :class:`SegmentationDataset`: ``read(i)`` gives (3 x H x W uint8 image, H x W uint8 class ids, 255 = ignore);
+        ``classes``, ``colors``, ``num_classes``.
+    """
     if name not in DATASETS:
         raise UserError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name](root, split, transform=transform, **selection)

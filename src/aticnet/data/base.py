@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
-from ..io import read_image, read_label_map
+from ..utils.errors import DataError
+from ..utils.io import image_size, read_image, read_label_map
 
 IGNORE = 255
 INVALID = 254  # label-table value for raw values a data set never contains
@@ -175,6 +175,10 @@ class SegmentationDataset(Dataset, abc.ABC):
     def drives(self) -> dict[str, int]:
         """Frames per drive, in order of first appearance."""
         return dict(Counter(drive_of(image) for image, _ in self.samples))
+
+    def frame_sizes(self) -> set[tuple[int, int]]:
+        """The (height, width) of every frame, from the files' headers (nothing decoded)."""
+        return {image_size(image) for image, _ in self.samples}
 
     def relative_name(self, i: int) -> str:
         """The image's path relative to its split folder, without extension ('city/name')."""

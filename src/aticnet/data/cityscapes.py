@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
-from .cityscapes_labels import CLASS_COLORS, CLASS_NAMES, LABELS, label_id_to_train_id_lut
+from ..utils.errors import DataError
 from .base import SegmentationDataset, Transform, make_lut
+from .cityscapes_labels import CLASS_COLORS, CLASS_NAMES, LABELS, label_id_to_train_id_lut
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_ID_SUFFIX = "_gtFine_labelIds.png"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import DataError
+from ..utils.errors import DataError
 from .base import INVALID, SegmentationDataset, Transform, make_lut, require_dir
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import DataError, UserError
-from ..faults import all_agree
+from ..utils.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +74,27 @@ class Guarded(Dataset):
 
 
 class SeededSamples(Guarded):
-    """Item (index, seed) is ``dataset[index]`` (or its DataError) under ``torch.manual_seed(seed)``."""
+    """Item (index, seed) is ``dataset[index]`` (or its DataError) with the CPU generator seeded by ``seed``.
+
+    Only the CPU generator is seeded and restored afterwards (``torch.manual_seed`` would reseed every CUDA
+    generator too, so dropout on the GPU would repeat with the samples): the transforms draw on the CPU, and
+    the training process's own random streams go on as if no sample had been read."""
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return super().__getitem__(index)
 
 
-def collate_skipping(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[DataError]]:
-    """Stack (image, label) pairs, leaving out the unreadable ones; returns (images, labels, their errors)."""
+def collate_skipping(batch: list) -> tuple[torch.Tensor, ...]:
+    """Stack the samples' tensors column by column ((image, label), or (image, label, draws) for augmentation on the
+    GPU), leaving out the unreadable samples; returns (images, labels[, draws], their errors)."""
     good = [b for b in batch if not isinstance(b, DataError)]
     errors = [b for b in batch if isinstance(b, DataError)]
     if not good:
         return torch.empty(0), torch.empty(0, dtype=torch.long), errors
-    images, labels = zip(*good)
-    return torch.stack(images), torch.stack(labels), errors
+    return (*(torch.stack(column) for column in zip(*good)), errors)
 
 
 def handle_unreadable(errors: list[DataError], strict: bool) -> int:
@@ -136,37 +139,65 @@ def train_loader(
 
 
 class TrainStream:
-    """The training batches as ``train`` takes them, one call per step.
+    """The training batches as ``train`` takes them, one call per step, read one batch ahead.
 
-    Unreadable samples are left out and counted (``strict`` raises the first instead). A step
-    whose batch has nothing readable on some process is skipped by every process (they must
-    agree, or the gradient all-reduce would wait forever); two epochs of such steps in a row
-    mean no sample is readable, and stop the run.
+    Unreadable samples are left out and counted (``strict`` raises the first instead). Whether a batch has
+    anything readable is known here before the step that uses it, so the trainer agrees with the other
+    processes on it in the reduction it makes anyway (every process must skip the same steps, or the
+    gradient all-reduce would wait forever); two epochs of empty batches in a row mean no sample is
+    readable, and stop the run. With ``uint8`` the images travel as bytes and are normalised on ``device``
+    (a quarter of the bytes over the bus to a GPU).
     """
 
-    def __init__(self, loader: DataLoader, *, strict: bool, epoch_steps: int, device: torch.device, where: str) -> None:
+    def __init__(self, loader: DataLoader, *, strict: bool, epoch_steps: int, device: torch.device, where: str,
+                 normalize: tuple[torch.Tensor, torch.Tensor] | None = None, crop: tuple[int, int] | None = None) -> None:
         self.batches = iter(loader)
         self.strict, self.epoch_steps, self.device, self.where = strict, epoch_steps, device, where
         self.skipped = 0  # unreadable samples since the caller last reset it
         self.empty_in_a_row = 0
+        self.normalize = None if normalize is None else tuple(t.to(device).view(1, -1, 1, 1) for t in normalize)
+        self.crop = crop  # the crop of augmentation on the device, when the loader only draws
 
-    def next(self, stop_requested: Callable[[], bool]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The next (images, labels) on ``device``; None for a step to skip, or when a stop signal ended the workers."""
+    def fetch(self, stop_requested: Callable[[], bool]) -> tuple[torch.Tensor, ...] | None:
+        """The next batch as loaded on this process ((images, labels) or (images, labels, draws); maybe 0 images),
+        or None when a stop signal ended the loader's workers."""
         try:
-            images, labels, errors = next(self.batches)
+            *batch, errors = next(self.batches)
         except RuntimeError:
             if not stop_requested():
                 raise
             return None  # the signal went to the whole process group and ended the loader's workers too
         self.skipped += handle_unreadable(errors, self.strict)
-        if not all_agree(images.shape[0] > 0, self.device):
-            self.empty_in_a_row += 1
-            if self.empty_in_a_row >= 2 * self.epoch_steps:
-                raise UserError(f"{self.where}: {self.empty_in_a_row} batches in a row had no readable sample "
-                                "(see the warnings above; aticnet check-data lists every bad file)")
-            return None
-        self.empty_in_a_row = 0
-        return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        return tuple(batch)
+
+    def count_empty(self, empty_somewhere: bool) -> None:
+        """Record the agreed verdict on a batch; raises after two epochs of batches with nothing readable."""
+        self.empty_in_a_row = self.empty_in_a_row + 1 if empty_somewhere else 0
+        if self.empty_in_a_row >= 2 * self.epoch_steps:
+            raise UserError(f"{self.where}: {self.empty_in_a_row} batches in a row had no readable sample "
+                            "(see the warnings above; aticnet check-data lists every bad file)")
+
+    def to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`batch_to_device` with this stream's device, normalisation and crop."""
+        return batch_to_device(batch, self.device, self.normalize, self.crop)
+
+
+def batch_to_device(batch: tuple[torch.Tensor, ...], device: torch.device,
+                    normalize: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    crop: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N x 3 x h x w images, N x h x w labels) on ``device``: float32 images (uint8 ones normalised there with
+    ``normalize`` = (mean, std), each 1 x 3 x 1 x 1 on ``device``), int64 labels. A batch with the loader's draws
+    (whole uint8 frames) is rescaled and cropped to ``crop`` there (:mod:`aticnet.data.device_augment`)."""
+    images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    if len(batch) == 3:
+        from .device_augment import augment_on_device
+
+        mean, std = normalize
+        return augment_on_device(images, labels, batch[2], crop, mean.flatten(), std.flatten())
+    if normalize is not None and images.dtype == torch.uint8:
+        mean, std = normalize
+        images = images.float().mul_(1.0 / 255).sub_(mean).div_(std)  # TrainTransform's float ops, on the device
+    return images, labels
 
 
 class EvalLoader:
@@ -188,12 +219,14 @@ class EvalLoader:
 
 def eval_loader(
     dataset: Dataset, *, rank: int = 0, world_size: int = 1, workers: int = 2, max_images: int | None = None,
-    strict: bool = True,
+    strict: bool = True, persistent: bool = False,
 ) -> EvalLoader:
-    """Batch-1 loader over this rank's share of the data set (no padding, no duplicates)."""
+    """Batch-1 loader over this rank's share of the data set (no padding, no duplicates); ``persistent`` keeps its
+    worker processes between passes (a training run validates with one loader again and again)."""
     indices = list(range(len(dataset)))[:max_images][rank::world_size]
     # Its own generator: worker seeding must not consume the global RNG (dropout, exact resume).
     loader = DataLoader(torch.utils.data.Subset(Guarded(dataset), indices), batch_size=1, num_workers=workers,
-                        collate_fn=collate_skipping, generator=torch.Generator(),
+                        collate_fn=collate_skipping, generator=torch.Generator(), pin_memory=torch.cuda.is_available(),
+                        persistent_workers=persistent and workers > 0,
                         worker_init_fn=_ignore_stop_signals if workers > 0 else None)
     return EvalLoader(loader, strict)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from ..utils.errors import DataError
 from .base import Transform
 from .cityscapes_labels import CLASS_COLORS, CLASS_NAMES
 from .folder import FolderDataset

@@ -105,11 +105,45 @@ class ComposedTrainTransform:
         return f"ComposedTrainTransform({self.steps})"
 
 
+def cut_window(image: torch.Tensor, label: torch.Tensor, top: int, left: int, flipped: bool, crop: tuple[int, int], *,
+               fill: torch.Tensor | None = None, convert=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``crop`` window at (``top``, ``left``) of the image padded as v2.RandomCrop(pad_if_needed=True) pads it,
+    mirrored when ``flipped``: only the window's pixels are converted (``convert``; float32 zeros pad them) or
+    copied (``fill``, per channel, pads them). The label pads with 255 (ignore).
+
+    Args:
+        image: C x H x W (any dtype, any device); label: H x W.
+    Returns:
+        (C x ch x cw image, ch x cw int64 label) on the image's device.
+    """
+    height, width = image.shape[-2:]
+    ch, cw = crop
+    y0, x0 = top - max(0, ch - height), left - max(0, cw - width)  # the window in image coordinates (may stick out)
+    iy0, ix0 = max(0, y0), max(0, x0)
+    iy1, ix1 = min(height, y0 + ch), min(width, x0 + cw)
+    out_label = torch.full((ch, cw), IGNORE, dtype=torch.int64, device=label.device)
+    window = image[:, iy0:iy1, ix0:ix1]
+    if convert is not None:
+        out_image = image.new_zeros((image.shape[0], ch, cw), dtype=torch.float32)
+        window = convert(window)
+    else:
+        out_image = fill.view(-1, 1, 1).to(image.device, image.dtype).expand(image.shape[0], ch, cw).clone()
+    out_image[:, iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = window
+    out_label[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = label[iy0:iy1, ix0:ix1]
+    if flipped:
+        out_image, out_label = out_image.flip(-1), out_label.flip(-1)
+    return out_image, out_label
+
+
 class TrainTransform:
     """Optional colour jitter, random scale, horizontal flip, normalise, pad (image 0, label 255), random crop.
 
     ``(uint8 3xHxW, uint8 HxW) -> (float32 3xhxw, int64 hxw)`` with (h, w) = ``crop_size``.
-    Padding comes after normalisation, so padded image pixels are 0 = the mean colour.
+    Padding comes after normalisation, so padded image pixels are 0 = the mean colour. With ``uint8`` the
+    image stays uint8 (padded with the mean colour rounded to a byte) for normalisation on the GPU, with the
+    same float operations there; only the padded pixels differ, by under half a grey level. With ``defer`` it
+    only draws: ``(uint8 image, uint8 label, (h, w, top, left, flipped))`` at the frame's size, and the GPU
+    rescales, crops and normalises (:func:`aticnet.data.device_augment.augment_on_device`).
 
     The output is bit-identical to :class:`ComposedTrainTransform`, the plain torchvision v2
     pipeline, which flips, converts and normalises the whole rescaled image (up to 2x the
@@ -118,7 +152,7 @@ class TrainTransform:
     window is cut out of the rescaled uint8 image, mirrored if flipped, converted, normalised
     and padded (image 0 = the mean colour after normalisation, label 255) into place. Flipping
     commutes with cropping at the mirrored offset, and the float ops are elementwise, so the
-    result is bit-identical (``tests/test_data.py``).
+    result is bit-identical (``tests/data/test_datasets.py``).
     """
 
     def __init__(
@@ -130,8 +164,14 @@ class TrainTransform:
         color_jitter: Sequence[float] | None = None,
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        uint8: bool = False,
+        defer: bool = False,
     ) -> None:
+        if defer and color_jitter:
+            raise ValueError("colour jitter runs on the CPU: it cannot be deferred to the GPU")
         self.crop_size = pair_size(crop_size)
+        self.uint8 = uint8
+        self.defer = defer
         # brightness, contrast, saturation, hue on the uint8 image (torchvision's photometric augmentation)
         self.jitter = v2.ColorJitter(*color_jitter) if color_jitter else None
         self.scale = RandomScale(tuple(scale_range))
@@ -139,45 +179,48 @@ class TrainTransform:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         image = tv_tensors.Image(image)
         if self.jitter is not None:
             image = self.jitter(image)
+        if self.defer:  # the draws only, in the same order; the GPU rescales and crops (data/device_augment.py)
+            size = self.scale.make_params([image])["size"]
+            flipped, top, left = self.draw_window(*size)
+            return image.as_subclass(torch.Tensor), label, torch.tensor([*size, top, left, int(flipped)])
         image, label = self.scale(image, tv_tensors.Mask(label))
         image, label = image.as_subclass(torch.Tensor), label.as_subclass(torch.Tensor)
+        flipped, top, left = self.draw_window(*image.shape[-2:])
+        if self.uint8:  # normalised on the device (TrainStream): padding is the mean colour, rounded to a byte
+            fill = (self.mean * 255).round().to(torch.uint8)
+            return cut_window(image, label, top, left, flipped, self.crop_size, fill=fill)
+        # the same float ops as v2.ToDtype(scale=True) and v2.Normalize, so the same bits
+        return cut_window(image, label, top, left, flipped, self.crop_size,
+                          convert=lambda w: w.to(torch.float32).mul_(1.0 / 255).sub_(self.mean).div_(self.std))
+
+    def draw_window(self, height: int, width: int) -> tuple[bool, int, int]:
+        """The flip and the crop offset in the (padded) rescaled image of ``height`` x ``width``: (flipped, top,
+        left), drawn as v2.RandomHorizontalFlip and v2.RandomCrop(pad_if_needed=True) draw them."""
         flipped = self.flip and bool(torch.rand(1) < 0.5)  # v2.RandomHorizontalFlip's draw
-        height, width = image.shape[-2:]
         ch, cw = self.crop_size
         # v2.RandomCrop(pad_if_needed=True): pad by the shortfall on both sides, then a random offset
-        pad_y = max(0, ch - height)
-        pad_x = max(0, cw - width)
-        padded_h, padded_w = height + 2 * pad_y, width + 2 * pad_x
+        padded_h, padded_w = height + 2 * max(0, ch - height), width + 2 * max(0, cw - width)
         top = int(torch.randint(0, padded_h - ch + 1, size=())) if padded_h > ch else 0
         left = int(torch.randint(0, padded_w - cw + 1, size=())) if padded_w > cw else 0
         if flipped:  # cropping the mirrored image at `left` = mirroring the crop at the mirrored offset
             left = padded_w - cw - left
-        y0, x0 = top - pad_y, left - pad_x  # the window in image coordinates (may stick out)
-        iy0, ix0 = max(0, y0), max(0, x0)
-        iy1, ix1 = min(height, y0 + ch), min(width, x0 + cw)
-        out_image = image.new_zeros((image.shape[0], ch, cw), dtype=torch.float32)
-        out_label = torch.full((ch, cw), IGNORE, dtype=torch.int64)
-        # the same float ops as v2.ToDtype(scale=True) and v2.Normalize, so the same bits
-        window = image[:, iy0:iy1, ix0:ix1].to(torch.float32).mul_(1.0 / 255).sub_(self.mean).div_(self.std)
-        out_image[:, iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = window
-        out_label[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = label[iy0:iy1, ix0:ix1]
-        if flipped:
-            out_image, out_label = out_image.flip(-1), out_label.flip(-1)
-        return out_image, out_label
+        return flipped, top, left
 
     def __repr__(self) -> str:
         return f"TrainTransform(crop {self.crop_size}, {self.jitter}, {self.scale}, flip={self.flip})"
 
 
 class EvalTransform:
-    """Normalise only, full resolution: ``(uint8 3xHxW, uint8 HxW) -> (float32 3xHxW, int64 HxW)``."""
+    """Normalise only, full resolution: ``(uint8 3xHxW, uint8 HxW) -> (float32 3xHxW, int64 HxW)``.
 
-    def __init__(self, *, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.steps = v2.Compose(normalisation(mean, std))
+    With ``uint8`` the image stays uint8, for normalisation on the device (the same float operations there)."""
+
+    def __init__(self, *, mean: Sequence[float], std: Sequence[float], uint8: bool = False) -> None:
+        self.steps = v2.Compose([v2.Identity()] if uint8 else normalisation(mean, std))
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return to_output(*self.steps(tv_tensors.Image(image), tv_tensors.Mask(label)))

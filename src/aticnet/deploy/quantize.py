@@ -12,10 +12,8 @@ low-res logits (the labels step stays exact, outside the graph):
   default for IRs that will only run on VNNI or AMX CPUs.
 * ``onnxruntime``: exported to ONNX, then ``onnxruntime.quantization.quantize_static`` in QDQ form.
 
-Why OpenVINO is the default (measured on a 2-core Xeon with AMX, ICNet-0.5 at 1024x2048, network
-to low-res logits; BENCHMARKS.md has the tables and commands): OpenVINO int8 ran about 9x faster
-than PyTorch fp32 and 2.7x faster than onnxruntime int8, at the same agreement with the fp32 labels;
-torchao's pt2e route with the x86 Inductor quantizer compiled but ran no faster than PyTorch fp32.
+OpenVINO is the default because it is the fastest int8 route at the same accuracy in the deployment table
+(docs/deployment.md: ``python benchmarks/deploy.py ...``, with the CPU it ran on).
 
 Calibration images come from a data set split (``dataset``, ``data_root``, ``split``) or a folder of
 pictures (``images_dir``), ``count`` of them spread over the set, at their own size or ``size``.
@@ -34,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from .backends import RT_INFO_KEY, convert_to_openvino, file_meta, openvino_core
+from ..inference.backends import RT_INFO_KEY, convert_to_openvino, file_meta, openvino_core
+from ..utils.errors import UserError
 
 ROUTES = ("openvino", "onnxruntime")
 OVERFLOW_FIXES = ("enable", "first_layer")
@@ -46,7 +44,7 @@ def calibration_images(mean, std, *, dataset: str | None = None, data_root: str 
                        drives: list[str] | None = None) -> tuple[list[np.ndarray], str]:
     """``count`` normalised 1 x 3 x H x W float32 arrays spread evenly over the source, and a description."""
     from ..data import EvalTransform, build_dataset
-    from ..io import IMAGE_EXTENSIONS, read_image
+    from ..utils.io import IMAGE_EXTENSIONS, read_image
 
     if count < 1:
         raise UserError(f"--images must be at least 1, not {count}")
@@ -79,12 +77,19 @@ def _spread(total: int, count: int) -> list[int]:
 
 def quantize(weights: str | Path, out: str | Path, *, route: str = "openvino", overflow_fix: str = "enable",
              log: Any = print, **calibration: Any) -> dict[str, Any]:
-    """Quantize ``weights`` (a run or .safetensors) to ``out`` (.xml for openvino, .onnx for onnxruntime).
+    """Post-training static int8 of trained weights, calibrated on real images.
 
-    ``overflow_fix`` (openvino only): ``"enable"`` (7-bit weights everywhere, safe on AVX2-only CPUs) or
-    ``"first_layer"``. ``calibration``: the keywords of :func:`calibration_images`. Returns the report, also written
-    beside ``out`` as ``FILE.json`` (``model.int8.xml.json``): route, versions, calibration, seconds, what stayed float."""
-    from ..checkpoint import load_model
+    Args:
+        weights: a shipped name, a run or a ``.safetensors`` file.
+        out: the int8 model: ``.xml`` (OpenVINO IR) for the openvino route, ``.onnx`` (QDQ) for onnxruntime.
+        route: "openvino" (NNCF) or "onnxruntime".
+        overflow_fix: openvino only: "enable" (7-bit weights everywhere, safe on AVX2-only CPUs) or "first_layer".
+        calibration: the keywords of :func:`calibration_images` (a data set split, or ``images_dir``; ``count``).
+    Returns:
+        The report, also written beside ``out`` as ``FILE.json``: route, versions, calibration, seconds, the layers
+        kept in float.
+    """
+    from ..models.weights import load_model
 
     out = Path(out)
     if route not in ROUTES:
@@ -103,7 +108,7 @@ def quantize(weights: str | Path, out: str | Path, *, route: str = "openvino", o
     report = {"out": str(out), "route": route, "weights": str(weights), "calibration": where,
               "calibration_images": len(data), "calibration_size": list(data[0].shape[-2:]),
               "seconds": time.perf_counter() - start, "weights_per_channel": True, **info}
-    from ..io import write_json
+    from ..utils.io import write_json
 
     report_path = report_file(out)
     write_json(report_path, report)
@@ -155,7 +160,7 @@ def _onnxruntime(model, meta: dict[str, Any], data: list[np.ndarray], out: Path)
     import onnxruntime
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
-    from ..export import export_onnx
+    from .export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="aticnet-quantize-") as tmp:
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import torch
 from torch import nn
 
 from .config import ModelConfig, replace
@@ -41,14 +42,45 @@ def model_from_config(config: ModelConfig) -> nn.Module:
     return ARCHITECTURES[config.architecture](config)
 
 
-def build_model(name: str, num_classes: int = 19, **overrides: Any) -> nn.Module:
-    """Build ``name`` (one of :data:`MODEL_NAMES` or :data:`PEER_NAMES`) with ``num_classes`` outputs.
+def build_model(name: str, num_classes: int | None = None, *, weights: str | None = None, **overrides: Any) -> nn.Module:
+    """Build ``name`` (one of :data:`MODEL_NAMES` or :data:`PEER_NAMES`).
 
-    ``overrides`` are :class:`ModelConfig` fields, e.g. ``width=1.0`` or ``rates=(1, 2, 3, 4)``.
-    The result keeps its config at ``model.config``.
+    Args:
+        name: the architecture, e.g. ``"aticnet"``.
+        num_classes: outputs of the classifier (default 19, Cityscapes'; with ``weights``, theirs).
+        weights: trained weights that ship with aticnet, by data set (``"camvid"``) or full name
+            (``"aticnet-camvid"``); :func:`aticnet.list_weights` lists them. None: random init.
+        overrides: :class:`ModelConfig` fields, e.g. ``width=1.0`` or ``rates=(1, 2, 3, 4)`` (not with ``weights``).
+
+    Returns:
+        The ``nn.Module`` in training mode, its config at ``model.config``. In eval mode it maps an
+        N x 3 x H x W normalised image batch to N x K x H x W logits.
     """
-    return model_from_config(model_config(name, num_classes=num_classes, **overrides))
+    if weights is None:
+        return model_from_config(model_config(name, num_classes=19 if num_classes is None else num_classes, **overrides))
+    from ..utils.errors import UserError
+    from .pretrained import weights_for
+    from .weights import load_model
+
+    found = weights_for(name, weights)
+    if overrides:
+        raise UserError(f"{found.name}: trained weights fix the architecture; drop {', '.join(sorted(overrides))}")
+    if num_classes is not None and num_classes != found.num_classes:
+        raise UserError(f"{found.name} predicts {found.num_classes} classes, not {num_classes}; to train on other "
+                        f"classes start from them: aticnet train --init {found.name} ...")
+    model, _ = load_model(found.folder)
+    return model.train()
+
+
+def place_on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device``; on CUDA, a model that computes channels-last (``config.channels_last``) gets its
+    weights in that layout too: cuDNN's convolutions then reorder nothing, and DDP's gradient buckets match the
+    gradients' strides."""
+    model = model.to(device)
+    if device.type == "cuda" and getattr(getattr(model, "config", None), "channels_last", False):
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 __all__ = ["ICNet", "PSPNet", "TorchvisionModel", "ModelConfig", "MODEL_NAMES", "PEER_NAMES", "build_model",
-           "model_config", "model_from_config"]
+           "model_config", "model_from_config", "place_on_device"]

@@ -1,6 +1,6 @@
 """The model config: one dataclass that fully describes a network.
 
-Every choice the AtICNet paper leaves open (SPEC section 3) is a field here, so the
+Every choice the AtICNet paper leaves open (branch width, ReLU placement, bin/rate pairing) is a field here, so the
 ablations are config changes, not code changes. The config travels with the weights
 (``model.json``), so a saved model can always be rebuilt exactly.
 """
@@ -18,6 +18,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ModelConfig:
+    """The network, one field per choice (a comment on each); ``model.config`` holds it and the weights files
+    carry it, so a file alone rebuilds its model."""
+
     name: str  # "icnet", "aticnet", "pspnet", "icnet_s5x2", "icnet_atrous", or a torchvision peer (models.peers)
     num_classes: int = 19  # output channels of the classifiers
     width: float = 0.5  # channel multiplier on ResNet-50 widths; 0.5 = released ICNet

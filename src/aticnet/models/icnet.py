@@ -1,6 +1,6 @@
 """ICNet and AtICNet: the image cascade network and its atrous-pyramid variant.
 
-Structure (SPEC 2), with sizes relative to the input image I (H x W):
+Structure, as the original release defines it, with sizes relative to the input image I (H x W):
 
     I ------------------------------------------> high branch (3 convs, s2) -> 1/8 --+
     I/2 -> stem -> stage 2 -> conv3_1 -> 1/16 --------------------------------+       |
@@ -11,7 +11,7 @@ Structure (SPEC 2), with sizes relative to the input image I (H x W):
                                                                        CFF2(1/16 into 1/8)
                                                                           -> classifier -> x2 -> 1/4
 
-Choices where ports of the original differ, written down once (SPEC 2, last point):
+Choices where ports of the original differ, written down once (the original release's, each):
 * Resizing is bilinear with ``align_corners=True`` (Caffe's Interp layer); a config field.
   Halving rounds odd sizes up, as Interp's ``shrink_factor`` does (``layers.half``).
 * The 1/32 branch is conv3_1's output shrunk by 2 (the original's ``conv3_1_sub4``), not a
@@ -89,7 +89,7 @@ class ICNet(nn.Module):
     def forward_lowres(self, image: Tensor) -> Tensor:
         """N x K x H/4 x W/4: the eval logits before their last upsampling (``output_stride`` = 4).
 
-        The deployed forms stop here and leave the upsample-and-argmax to :mod:`aticnet.deploy.labels`."""
+        The deployed forms stop here and leave the upsample-and-argmax to :mod:`aticnet.inference.labels`."""
         return self._outputs(image)["out"]
 
     def _outputs(self, image: Tensor) -> dict[str, Tensor]:

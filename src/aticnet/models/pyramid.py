@@ -25,7 +25,7 @@ from .layers import ConvBN, resize
 def adaptive_avg_pool(x: Tensor, bins: int) -> Tensor:
     """``F.adaptive_avg_pool2d(x, bins)``; while exporting (ONNX, ``torch.export``) the same averages as two
     matrix products, so the exported graph holds for any input size: the exporters bake adaptive pooling's
-    windows in for the traced size. The two agree to float rounding (``tests/test_export.py``)."""
+    windows in for the traced size. The two agree to float rounding (``tests/deploy/test_export.py``)."""
     if _exporting():
         return _pool_matrix(x, x.shape[-2], bins) @ x @ _pool_matrix(x, x.shape[-1], bins).transpose(0, 1)
     return F.adaptive_avg_pool2d(x, bins)

@@ -1,0 +1,195 @@
+"""The tables of BENCHMARKS.md, one kind per report: inference latency, training throughput, the labels step,
+deployable forms and the GPU check. Each takes one parsed JSON report and returns markdown lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .machine import CPU_FLAGS
+
+
+def _is_train(r: dict[str, Any]) -> bool:
+    return r.get("mode") == "train"
+
+
+def _is_inference(r: dict[str, Any]) -> bool:
+    return r.get("mode", "inference") == "inference"
+
+
+def table_for(r: dict[str, Any]) -> list[str]:
+    """The markdown table of one report, whatever it measured."""
+    kinds = {"train": train_table, "labels": labels_table, "deploy": deploy_table, "gpu_check": gpu_check_table}
+    return kinds.get(r.get("mode"), inference_table)(r)
+
+
+def labels_table(r: dict[str, Any]) -> list[str]:
+    """The labels step alone: time and pixels changed against the exact reference, per method."""
+    h, w = r["size"]
+    lines = [f"`{r.get('command')}`", "", f"{_machine(r)}; low-res logits -> {h}x{w} labels; {r['warmup']} warm-up "
+             f"passes, then {r['runs']} timed per method, interleaved. {_load(r)}.", ""]
+    for name, m in r["models"].items():
+        lines += [f"{name} (logits {'x'.join(map(str, m['logits']))}):", "",
+                  "| method | exact | ms (median) | IQR ms | pixels changed |", "| --- | --- | ---: | ---: | ---: |"]
+        for way, row in m["methods"].items():
+            lines.append(f"| {way} | {'yes' if row['exact'] else 'no'} | {row['latency_ms']:.1f} | "
+                         f"{row['latency_p25_ms']:.1f}-{row['latency_p75_ms']:.1f} | {100 * row['pixels_changed']:.4f}% |")
+        lines.append("")
+    return lines
+
+
+def deploy_table(r: dict[str, Any]) -> list[str]:
+    """Every deployable form of trained runs (benchmarks/deploy.py): latency at each size with its speed-up over
+    PyTorch fp32 as built, and mIoU with its change from it."""
+    rows, sizes = r["rows"], r["sizes"]
+    held = any(row.get("held_out_miou") is not None for row in rows)
+    head = ["model", "form"] + [f"ms at {s} (speed-up)" for s in sizes] + [f"{r['split']} mIoU (change)"]
+    head += [f"held-out {rows[0]['held_out_drive']} mIoU (change)"] if held else []
+    lines = [f"`{r.get('command')}`", "", f"{_machine(r)}; {r['timed_region']}; {_load(r)}.", "",
+             "| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
+    for row in rows:
+        base = next(b for b in rows if b["run"] == row["run"] and b["form"] == rows[0]["form"])
+        cells = [row["model"], row["form"]]
+        cells += [f"{row[f'latency_ms_{s}']:.0f} ({base[f'latency_ms_{s}'] / row[f'latency_ms_{s}']:.1f}x)" for s in sizes]
+        cells.append(f"{100 * row['miou']:.2f} ({100 * (row['miou'] - base['miou']):+.2f})")
+        if held:
+            cells.append(f"{100 * row['held_out_miou']:.2f} ({100 * (row['held_out_miou'] - base['held_out_miou']):+.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _fmt(value: float | None, spec: str = ".1f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _machine(r: dict[str, Any]) -> str:
+    where = r.get("gpu") if r["device"] == "cuda" else r["cpu"]["model"]
+    cpu = r.get("cpu", {})
+    flags = [f for f in CPU_FLAGS if cpu.get(f)]
+    extra = f", CPU flags: {', '.join(flags)}" if r["device"] == "cpu" and flags else ""
+    return (
+        f"{r['device']} ({where}{extra}), {r['threads']} threads, backend {r.get('backend', '?')}, "
+        f"torch {r['torch']}, torchvision {r.get('torchvision', '?')}"
+    )
+
+
+def _load(r: dict[str, Any]) -> str:
+    return f"load average (1, 5, 15 min) at start {r.get('load_avg_start')}, at end {r.get('load_avg_end')}"
+
+
+def inference_table(r: dict[str, Any]) -> list[str]:
+    h, w = r["size"]
+    lines = [
+        f"`{r.get('command')}`",
+        "",
+        (
+            f"{_machine(r)}; input {h}x{w}, batch {r['batch_size']}, precision {r['precision']}; "
+            f"timed region: {r['timed_region']}; {r['warmup']} warm-up passes, then up to {r['runs']} timed passes per "
+            f"model, interleaved round-robin (a model stops early after {r['min_runs']} passes once its passes "
+            f"used {r['budget_s']:g} s). Measured fp32 matrix product ({r.get('matmul_size', 2048)}^2): {r['matmul_gflops']:.0f} GFLOP/s before "
+            f"the timing, {_fmt(r.get('matmul_gflops_end'), '.0f')} after. {_load(r)}."
+        ),
+        "",
+        (
+            "| model | variant | width | latency ms (median) | IQR ms | min-max ms | runs | fps | GFLOPs | "
+            "effective GFLOP/s | of matmul rate | peak mem MB | params M | x ICNet |"
+        ),
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in r["models"].values():
+        runs = f"{row['runs']}" + (" (budget)" if row.get("budget_limited") else "")
+        lines.append(
+            f"| {row['model']} | {row['variant']} | {_fmt(row.get('width'), 'g')} | {row['latency_ms']:.1f} | "
+            f"{row['latency_p25_ms']:.1f}-{row['latency_p75_ms']:.1f} | {row['latency_min_ms']:.1f}-{row['latency_max_ms']:.1f} | "
+            f"{runs} | {row['fps']:.2f} | {row['gflops']:.1f} | {row['effective_gflops_per_s']:.1f} | "
+            f"{100 * row['matmul_share']:.0f}% | {_fmt(row.get('peak_mem_mb'), '.0f')} | {row['params'] / 1e6:.2f} | "
+            f"{_fmt(row.get('ratio_to_icnet'), '.2f')} |"
+        )
+    lines += [
+        "",
+        f"GFLOPs: {r['flops_note']}. Peak memory: "
+        + (
+            next((row.get("memory_method") for row in r["models"].values() if row.get("memory_method")), None)
+            or "not measured (--no-memory)"
+        )
+        + ".",
+    ]
+    compiled = [row for row in r["models"].values() if "compile" in row["variant"]]
+    if compiled:
+        lines.append(
+            "First call (compilation, not timed): "
+            + ", ".join(f"{row['model']}[{row['variant']}] {row['first_call_s']:.0f} s" for row in compiled)
+            + "."
+        )
+    return lines
+
+
+def train_table(r: dict[str, Any]) -> list[str]:
+    p = r["pipeline"]
+    lines = [
+        f"`{r.get('command')}`",
+        "",
+        (
+            f"{_machine(r)}; crop {r['crop_size']}x{r['crop_size']}, batch {r['batch_size']}, precision {r['precision']}; "
+            f"data: {r['data']}; {_load(r)}."
+        ),
+        "",
+        "| what | images/s | ms per batch/step |",
+        "| --- | ---: | ---: |",
+        f"| data pipeline: decode + augment, {p['workers']} worker(s) | {p['images_per_s']:.2f} | {p['batch_ms']:.0f} |",
+    ]
+    alt = r.get("pipeline_composed")
+    if alt:
+        lines.append(
+            f"| data pipeline with `ComposedTrainTransform` (the plain v2.Compose; same output), "
+            f"{alt['workers']} worker(s) | {alt['images_per_s']:.2f} | {alt['batch_ms']:.0f} |"
+        )
+    for name, s in r["step"].items():
+        lines.append(
+            f"| training step {name} (forward + backward + SGD, random data) | {s['images_per_s']:.2f} | {s['step_ms']:.0f} |"
+        )
+    for name, s in r.get("step_channels_last", {}).items():  # reports from before channels-last became the default
+        lines.append(
+            f"| training step {name} in channels_last (model and images NHWC) | {s['images_per_s']:.2f} | "
+            f"{s['step_ms']:.0f} |"
+        )
+    for name, s in r.get("end_to_end", {}).items():
+        lines.append(f"| {name} fed by the loader (both together) | {s['images_per_s']:.2f} | {s['step_ms']:.0f} |")
+    lines += ["", f"Training is bound by the **{r['bound']}**. Transform: `{p.get('transform', '?')}`."]
+    if r["threads"] <= 2 and r["device"] == "cpu":
+        lines.append(
+            "On 2 cores the loader's workers and the training step share the same cores, so the "
+            "'together' rows are lower than either alone."
+        )
+    return lines
+
+
+def _rows(r: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(row["model"], row["variant"]): row for row in r["models"].values()}
+
+
+def gpu_check_table(r: dict[str, Any]) -> list[str]:
+    """What ``tools/gpu_check.sh`` found beyond the benchmark's own reports: the tests, the largest batch, a resume,
+    and where the training loader's time goes."""
+    env = r["env"]
+    tf32 = env.get("tf32", {})
+    lines = [f"`{r['command']}` on {env['gpu']} ({env['memory_gib']} GiB, {env['multiprocessors']} SMs, driver "
+             f"{env.get('driver')}), torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}; TF32 in "
+             f"convolutions {'on' if tf32.get('cudnn_conv') else 'off'}, in matrix products "
+             f"{'on' if tf32.get('matmul') else 'off'} (PyTorch's defaults).", "",
+             f"- Tests marked `cuda`: {r['tests']['result']}.", ""]
+    lines += ["| model | largest training batch of 1024x2048 frames (fp16 autocast, AdamW) | first that fails | peak GiB |",
+              "| --- | ---: | ---: | ---: |"]
+    for name, m in r["max_batch"].items():
+        lines.append(f"| {name} | {m['largest_batch']} | {m['first_failing'] or '-'} | {_fmt(m.get('peak_gib'))} |")
+    for key, res in r.get("resume", {}).items():
+        lines += ["", f"- Kill and resume ({key}): SIGTERM at step {res['stopped_at']} of {res['steps']}, checkpoint "
+                  f"written, resumed to the end: {'yes' if res['resumed_to_end'] else 'no'}. {res.get('note', '')}"]
+    ab = r.get("pipeline_ab")
+    if ab:
+        lines += ["", f"Training loader on the GPU machine's host ({ab['cpu']}, {ab['cores']} cores), 1024x2048 PNG frames "
+                  f"to 720x720 crops, batch 16, {ab['cpu_uint8']['workers']} workers, steady state:", "",
+                  "| where the rescale and crop run | images/s |", "| --- | ---: |",
+                  f"| the loader's processes (decode, rescale, crop) | {ab['cpu_uint8']['images_per_s']:.0f} |",
+                  f"| the GPU (the loader only decodes; `augment_on: device`) | {ab['device_defer']['images_per_s']:.0f} |",
+                  "", f"The GPU's share costs {ab['device_augment_ms_per_batch16']:.1f} ms per batch of 16."]
+    return lines

@@ -1,0 +1,176 @@
+"""Whole-image evaluation of a model: confusion matrix, mIoU and friends."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..inference.labels import labels_from_logits, upsample_argmax
+from ..utils.distributed import all_reduce_sum
+from ..utils.errors import UserError
+from .metrics import ConfusionMatrix
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for "bf16" or "16"; a no-op for "32"."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def normalize_on_device(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """N x 3 x H x W uint8 -> float32 normalised, where the images are (the operations of the CPU transforms)."""
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    return images.float().mul_(1.0 / 255).sub_(m).div_(s)
+
+
+def predict_logits(model: nn.Module, images: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,)) -> Tensor:
+    """N x 3 x H x W normalised images -> N x K x H x W scores at the input size.
+
+    With ``flip`` or several ``scales`` the softmax probabilities of every view are averaged.
+    """
+    if not flip and tuple(scales) == (1.0,):
+        return model(images)
+    size = images.shape[-2:]
+    total = None
+    for scale in scales:
+        view = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear", align_corners=False)
+        for flipped in (False, True) if flip else (False,):
+            x = view.flip(-1) if flipped else view
+            logits = model(x)
+            logits = logits.flip(-1) if flipped else logits
+            probs = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False).softmax(1)
+            total = probs if total is None else total + probs
+    return total
+
+
+def predict_labels(model: nn.Module, images: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,)) -> Tensor:
+    """N x 3 x H x W normalised images -> N x H x W labels of an eval-mode model.
+
+    A single view takes the model's low-res logits and, on the CPU, the fast, exact labels step
+    (:func:`aticnet.inference.labels.labels_from_logits`); on a GPU the plain upsample and argmax, which run
+    there without a wait for the host. Flips and scales average probabilities."""
+    if not flip and tuple(scales) == (1.0,) and hasattr(model, "forward_lowres"):
+        low = model.forward_lowres(images).float()
+        if images.device.type == "cuda":
+            return upsample_argmax(low, tuple(images.shape[-2:]), model.config.align_corners)
+        return labels_from_logits(low, tuple(images.shape[-2:]), model.config.align_corners)
+    return predict_logits(model, images, flip=flip, scales=scales).argmax(1)
+
+
+@torch.inference_mode()
+def evaluate_model(
+    model: nn.Module | Any,
+    loader: Iterable,
+    *,
+    num_classes: int,
+    class_names: Sequence[str],
+    device: torch.device,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    precision: str = "32",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``model`` (an ``nn.Module``, or a :class:`~aticnet.inference.segmenter.Segmenter` on any engine) on every (image,
+    label) pair of ``loader``, at full resolution.
+
+    Under torch.distributed each process scores its share and the confusion matrices are
+    summed. Returns the scores of :meth:`ConfusionMatrix.compute` plus ``num_images``,
+    ``seconds`` and ``images_per_s``.
+    """
+    module = model if isinstance(model, nn.Module) else None
+    if module is None and (flip or tuple(scales) != (1.0,)):
+        raise UserError("flip and multi-scale evaluation run PyTorch models only; give a run or .safetensors")
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    matrix = ConfusionMatrix(num_classes, device=device)
+    count = torch.zeros((), dtype=torch.long, device=device)
+    start = time.perf_counter()
+    for images, labels in tqdm(loader, desc="eval", leave=False, disable=not progress, unit="img"):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if images.dtype == torch.uint8:  # loaded as bytes (EvalTransform(uint8=True)): normalise here
+            images = (normalize_on_device(images, module.config.mean, module.config.std) if module is not None
+                      else model.normalize(images.float() / 255))
+        if module is None:
+            predicted = model.labels_of_normalized(images)
+        else:
+            with autocast(device, precision):
+                predicted = predict_labels(module, images, flip=flip, scales=scales)
+        matrix.update(predicted.to(labels.device), labels)
+        count += images.shape[0]
+    matrix.reduce()
+    all_reduce_sum(count)
+    seconds = time.perf_counter() - start
+    if module is not None:
+        module.train(was_training)
+    result = matrix.compute(class_names)
+    result.update(num_images=int(count), seconds=seconds, images_per_s=int(count) / max(seconds, 1e-9))
+    return result
+
+
+def evaluate(
+    weights: str | Path,
+    dataset: str,
+    data_root: str | Path,
+    split: str = "val",
+    *,
+    device: str = "auto",
+    workers: int = 2,
+    max_images: int | None = None,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    precision: str = "32",
+    drives: Sequence[str] | None = None,
+    backend: str | None = None,
+    infer_scale: float = 1.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Scores of a model on a labelled split, at full resolution.
+
+    Args:
+        weights: any deployable form :func:`aticnet.load` takes (a shipped name, a run, .safetensors, .onnx, OpenVINO
+            .xml, TorchScript).
+        dataset, data_root, split: the data (:func:`aticnet.build_dataset`); ``drives`` keeps some drives only.
+        device, backend, infer_scale, precision: as :func:`aticnet.load` takes them (bf16 on OpenVINO or PyTorch).
+        flip, scales: average the softmax of the mirrored and rescaled views (PyTorch models only).
+        workers, max_images, progress: loader processes, a cap on the images, a progress bar.
+    Returns:
+        ``miou``, ``per_class_iou``, ``per_class_accuracy``, ``mean_accuracy``, ``pixel_accuracy``, ``missed_as``
+        (per class, the class that took most of its missed pixels and its share), ``num_pixels``, ``num_images``,
+        ``seconds``: fractions in [0, 1]; a class absent from ground truth and prediction is None.
+    """
+    from ..data import EvalTransform, build_dataset
+    from ..data.loader import eval_loader
+    from ..inference.segmenter import load
+    from ..models.weights import load_model
+    from ..utils.distributed import pick_device
+
+    device_ = pick_device(device)
+    suffix = Path(weights).suffix.lower()
+    deployed = suffix in (".onnx", ".xml", ".ts", ".torchscript", ".pt", ".pth") or backend not in (None, "torch")
+    if flip or tuple(scales) != (1.0,) or (not deployed and infer_scale == 1):
+        model, _ = load_model(weights, device_)  # the module itself: autocast, flips and scales apply
+        num_classes, mean, std = model.config.num_classes, model.config.mean, model.config.std
+    else:
+        on_openvino = backend == "openvino" or suffix == ".xml"
+        model = load(weights, device_, backend=backend, infer_scale=infer_scale,
+                     precision=precision if on_openvino else "32")
+        num_classes, mean, std = model.num_classes, model.mean.flatten().tolist(), model.std.flatten().tolist()
+        device_ = model.device
+    data = build_dataset(dataset, data_root, split, EvalTransform(mean=mean, std=std), drives=drives)
+    if data.num_classes != num_classes:
+        raise UserError(f"{weights}: the model predicts {num_classes} classes, {dataset} has {data.num_classes}")
+    loader = eval_loader(data, workers=workers, max_images=max_images)
+    return evaluate_model(model, loader, num_classes=data.num_classes, class_names=data.classes, device=device_, flip=flip,
+                    scales=scales, precision=precision, progress=progress)
