@@ -5,9 +5,9 @@ CamVid's file-name prefixes are drives. Every val frame is drive 0016E5, which a
 on CamVid train without drive 0006R0 (266 frames) and are scored on 0006R0 (101 frames); val (0016E5)
 is reported beside it, labelled as the training drive.
 
-    python benchmarks/camvid.py experiments --data-root ../shared/camvid --out runs/camvid   # the recipe's
-    python benchmarks/camvid.py claim --data-root ../shared/camvid --out runs/camvid         # models x seeds
-    python benchmarks/camvid.py final --data-root ../shared/camvid --out runs/camvid         # on train+val
+    python benchmarks/camvid.py experiments --data-root CAMVID --out runs/camvid   # the recipe's
+    python benchmarks/camvid.py claim --data-root CAMVID --out runs/camvid         # models x seeds
+    python benchmarks/camvid.py final --data-root CAMVID --out runs/camvid         # on train+val
     python benchmarks/camvid.py claim ... --quick                            # a smoke run, in claim_quick/
     python benchmarks/camvid.py claim ... --table-only       # the claim's table from the runs finished so far
 
@@ -242,11 +242,11 @@ def experiments(args: argparse.Namespace) -> None:
         missing += [] if done else [name]
     table = report.format_experiments(rows, HELD_OUT)
     if missing:
-        table += "\n\nNot run yet: " + ", ".join(f"`{m}`" for m in missing) + "."
+        table += "\n\nDefined, with no result kept: " + ", ".join(f"`{m}`" for m in missing) + "."
     print(table)
     if not args.quick and rows:
         write_text(ROOT / "benchmarks" / "camvid_experiments.md", "# CamVid recipe experiments\n\n"
-                   "From `python benchmarks/camvid.py experiments --data-root ../shared/camvid --out runs/camvid` "
+                   "From `python benchmarks/camvid.py experiments --data-root CAMVID --out runs/camvid` "
                    "(`--only NAME ...` runs some); written by the script from every finished run's summary.\n\n"
                    + table + "\n\n" + hardware_line(rows) + "\n")
 

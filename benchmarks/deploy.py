@@ -1,7 +1,7 @@
 """Every deployable form of trained runs: latency at two sizes and accuracy, in one table.
 
     python benchmarks/deploy.py --runs runs/camvid/experiments/jitter_seed0 runs/camvid/aticnet_jitter_seed0 \
-        --dataset camvid --data-root ../shared/camvid --out runs/deploy
+        --dataset camvid --data-root CAMVID --out runs/deploy
 
 For each run it writes the forms a user would deploy, with the commands a user would type
 (``aticnet export`` for ONNX and OpenVINO IR; ``aticnet quantize`` for int8, calibrated on
@@ -71,8 +71,9 @@ def prepare_files(run: Path, out: Path, args: argparse.Namespace) -> dict[str, P
         "int8.xml": ["quantize", "--weights", str(run), "--backend", "openvino", *calibrate, "--out",
                      str(files["int8.xml"])],
     }
+    needed = {f[1] for f in FORMS if not args.forms or f[0] in args.forms}
     for kind, argv in commands.items():
-        if not files[kind].is_file():
+        if kind in needed and not files[kind].is_file():
             print("$ aticnet " + shlex.join(argv), flush=True)
             if cli(argv) != 0:
                 raise SystemExit(f"aticnet {argv[0]} failed for {run}")
@@ -148,7 +149,12 @@ def main() -> None:
     parser.add_argument("--reuse-scores", action="store_true", help="take the mIoUs of --out/deploy.json; time only")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 forms (skipped anyway where the CPU has "
                         "neither avx512_bf16 nor AMX: OpenVINO would run them in f32)")
+    parser.add_argument("--forms", nargs="+", default=None, metavar="LABEL",
+                        help="time and score these forms only (their labels in FORMS; default every form)")
     args = parser.parse_args()
+    unknown = set(args.forms or ()) - {f[0] for f in FORMS}
+    if unknown:
+        parser.error(f"--forms: unknown {sorted(unknown)}; the forms are {[f[0] for f in FORMS]}")
     out = Path(args.out)
     info = aticnet.cpu_info()
     skip_bf16 = args.no_bf16 or not (info.get("avx512_bf16") or info.get("amx_bf16"))  # OpenVINO would run f32
@@ -159,7 +165,7 @@ def main() -> None:
         files = prepare_files(run, out / run.name, args)
         drive = cfg.holdout_drive or None
         for label, kind, backend, precision, scale in FORMS:
-            if precision == "bf16" and skip_bf16:
+            if (precision == "bf16" and skip_bf16) or (args.forms and label not in args.forms):
                 continue
             path = files[kind]
             row = {"run": str(run), "model": cfg.model, "form": label, "kind": kind, "file": str(path), "backend": backend,

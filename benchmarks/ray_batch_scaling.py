@@ -125,7 +125,12 @@ def main() -> None:
         for p in work.glob("im*.png"):
             p.rename(images / p.name)
         runs = [run_once(args, images, n, work, env) for n in (1, 2)]
-    report = {"cpu": os.uname().machine, "cores": os.cpu_count(), "size": args.size, "runs": runs,
+    import shlex
+
+    import aticnet
+
+    report = {"mode": "ray_scaling", "command": "python " + shlex.join(sys.argv), **aticnet.machine_info("cpu"),
+              "size": args.size, "runs": runs,
               "two_over_one_steady": round(runs[1]["steady_images_per_s"] / runs[0]["steady_images_per_s"], 3),
               "two_over_one_driver": round(runs[1]["driver_images_per_s"] / runs[0]["driver_images_per_s"], 3),
               "two_over_one_actors": round(runs[1]["actor_images_per_s"] / runs[0]["actor_images_per_s"], 3)}

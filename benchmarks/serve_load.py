@@ -102,8 +102,14 @@ def main() -> None:
         t.join()
     elapsed = time.perf_counter() - start
     latency = np.array(results["latency"]) * 1000
+    import shlex
+    import sys
+
+    import aticnet
+
     report = {
-        "clients": args.clients, "size": args.size, "seconds": round(elapsed, 2),
+        "mode": "serve_load", "command": "python " + shlex.join(sys.argv), **aticnet.machine_info("cpu"),
+        "model": args.model, "clients": args.clients, "size": args.size, "seconds": round(elapsed, 2),
         "requests_per_s": round(len(latency) / elapsed, 3),
         "latency_ms": {p: round(float(np.percentile(latency, q)), 1) for p, q in
                        (("p50", 50), ("p95", 95), ("p99", 99))} if len(latency) else {},

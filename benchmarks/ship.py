@@ -1,21 +1,24 @@
 """Package a final CamVid run as shipped weights: src/aticnet/weights/NAME/ (fp16 safetensors, config.json with the
 measured figures, README.md model card). Every figure comes from a file a command wrote; the card names the command.
+benchmarks/ship_camvid.sh runs it for both shipped models; one by hand:
 
-    python benchmarks/ship.py --run runs/camvid/final_bf16_15000/aticnet --name aticnet-camvid \
-        --train-command "aticnet train --config configs/camvid_final.yaml --model aticnet --out ..." \
+    python benchmarks/ship.py --run runs/camvid/final_bf16_15k/aticnet --name aticnet-camvid \
+        --train-command "aticnet train --config configs/camvid_bf16_15k.yaml ..." --wall-minutes 57 --cpu "..." \
         --heldout benchmarks/results/camvid/experiments/aticnet_bf16_15000_seed0.json \
-        --heldout-eval runs/ship/aticnet_heldout.json --heldout-tta runs/ship/aticnet_heldout_tta.json \
+        --confusion runs/ship/aticnet_val.json --confusion-where "CamVid val, which these weights trained on" \
         --deploy runs/ship/deploy/deploy.json
 
-Inputs: the run (its config.yaml and metrics.jsonl: steps, minutes), the kept summary of the same recipe on the
-held-out drive, ``aticnet evaluate --json`` of that held-out run single-scale and with test-time augmentation, and
-``benchmarks/deploy.py``'s report on the final run (latency of each deployable form, int8's mIoU change).
+Inputs: the run (its config.yaml and metrics.jsonl: steps, loss), the kept summaries of the recipe on the held-out
+drive (one per seed), optionally ``aticnet evaluate --json --flip --scales`` of a held-out run, ``aticnet evaluate
+--json`` of the final run (its "mostly missed as"), and ``benchmarks/deploy.py``'s report on the final run (latency of
+each deployable form, int8's mIoU change).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -37,25 +40,52 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def heldout_section(summary: dict, single: dict, tta: dict, tta_command: str, eval_command: str) -> list[str]:
-    """The same recipe on the held-out drive: scores, per class, where each class's misses go."""
+def public(command: str) -> str:
+    """A command as a card shows it: the data set's folder on the machine that ran it becomes CAMVID."""
+    return re.sub(r"--data-root \S+", "--data-root CAMVID", command)
+
+
+def class_mean(summaries: list[dict], name: str) -> float | None:
+    """A class's IoU averaged over the seeds that saw it (None where no seed's held-out drive holds the class)."""
+    values = [s["per_class_iou"][name] for s in summaries if s["per_class_iou"].get(name) is not None]
+    return statistics.mean(values) if values else None
+
+
+def heldout_section(summaries: list[dict], final_steps: int, confusion: dict, tta: dict | None,
+                    commands: list[str]) -> list[str]:
+    """The recipe on the held-out drive (one kept summary per seed): scores, per class, where each class's misses go."""
+    steps = summaries[0]["steps"]
+    mious = [s["miou"] for s in summaries]
+    spread = f" ± {100 * statistics.stdev(mious):.1f}" if len(mious) > 1 else ""
+    seeds = ", ".join(str(s["seed"]) for s in summaries)
+    recipe = ("The same recipe" if steps == final_steps else
+              f"The same recipe with {steps} steps instead of {final_steps} (the only schedule measured for this "
+              "model on the held-out drive)")
+    classes = list(summaries[0]["per_class_iou"])
+    per_class = {c: class_mean(summaries, c) for c in classes}
+    tta_text = (f" With the flip and scales 1, 1.25, 1.5 averaged: **{pct(tta['miou'])}**." if tta else
+                " Test-time augmentation was not measured on the held-out drive.")
     lines = [
         "The CamVid test split (233 frames) is not part of aticnet; score these weights on it with "
         "`aticnet evaluate --weights NAME --dataset camvid --data-root CAMVID --split test`.",
         "",
-        f"The same recipe ({summary['steps']} steps, seed {summary['seed']}) trained on CamVid train without drive "
-        f"0006R0 (266 frames) and scored on 0006R0 (101 frames it never saw), one seed: **{pct(single['miou'])} mIoU** "
-        f"single scale, **{pct(tta['miou'])}** with the flip and scales 1, 1.25, 1.5 averaged; pixel accuracy "
-        f"{pct(single['pixel_accuracy'])}. ({summary['cpu']}, torch {summary['torch']}.)",
+        f"{recipe}, trained on CamVid train without drive 0006R0 (266 frames) and scored on 0006R0 (101 frames it "
+        f"never saw), seed{'s' if len(mious) > 1 else ''} {seeds}: **{pct(statistics.mean(mious))}{spread} mIoU** "
+        f"single scale; pixel accuracy {pct(statistics.mean(s['pixel_accuracy'] for s in summaries))}.{tta_text} "
+        f"({'; '.join(sorted({s['cpu'] for s in summaries}))}, torch {summaries[0]['torch']}.)",
         "",
-        "```bash", summary["command"], eval_command, tta_command, "```", "",
-        "| class | IoU | IoU with flip + scales | mostly missed as (share of the class) |",
-        "| --- | ---: | ---: | --- |",
+        "```bash", *commands, "```", "",
+        f"Per class, IoU on the held-out drive{' (mean over the seeds)' if len(mious) > 1 else ''}, and where the "
+        f"final weights put the pixels of each class they miss ({confusion['where']}):",
+        "",
+        "| class | IoU | " + ("IoU with flip + scales | " if tta else "") + "mostly missed as (share of the class) |",
+        "| --- | ---: | " + ("---: | " if tta else "") + "--- |",
     ]
-    for name, iou in single["per_class_iou"].items():
-        missed = single.get("missed_as", {}).get(name)
+    for name in classes:
+        missed = confusion["missed_as"].get(name)
         where = f"{missed['class']} ({100 * missed['share']:.0f}%)" if missed else "-"
-        lines.append(f"| {name} | {pct(iou)} | {pct(tta['per_class_iou'].get(name))} | {where} |")
+        tta_cell = f"{pct(tta['per_class_iou'].get(name))} | " if tta else ""
+        lines.append(f"| {name} | {pct(per_class[name])} | {tta_cell}{where} |")
     return lines
 
 
@@ -78,20 +108,20 @@ def speed_section(deploy: dict, run: str) -> tuple[list[str], dict[str, Any]]:
         lines.append(f"| {r['form']} | {' | '.join(cells)} | {100 * r['miou']:.1f} ({100 * (r['miou'] - base['miou']):+.2f}) |")
         figures[r["form"]] = {f"ms_{s}": round(r[f"latency_ms_{s}"], 1) for s in sizes}
         figures[r["form"]]["miou_change"] = round(r["miou"] - base["miou"], 4)
-    lines += ["", "```bash", deploy["command"], "```"]
+    lines += ["", "```bash", public(deploy["command"]), "```"]
     return lines, figures
 
 
-def limits_section(single: dict) -> list[str]:
-    worst = sorted(((v, k) for k, v in single["per_class_iou"].items() if v is not None))[:4]
-    confused = [f"{k} ({pct(v)} IoU, mostly read as {single['missed_as'][k]['class']})" for v, k in worst
-                if single.get("missed_as", {}).get(k)]
+def limits_section(per_class: dict[str, float], missed_as: dict[str, dict]) -> list[str]:
+    worst = sorted((v, k) for k, v in per_class.items() if v is not None)[:4]
+    confused = [f"{k} ({pct(v)} IoU" + (f", mostly read as {missed_as[k]['class']})" if k in missed_as else ")")
+                for v, k in worst]
     return [
         "- For research and prototyping of street-scene segmentation on frames like CamVid's: a forward-facing "
         "camera in a car, daylight, one city (Cambridge, UK), 480x360 frames (the SegNet version of CamVid).",
         "- Trained from scratch on 468 frames (CamVid train + val): expect much lower accuracy on other cities, "
         "cameras, weather, night and resolutions; fine-tune on your own frames (`--init NAME`).",
-        f"- On a drive it never saw, the same recipe confuses thin and rare classes most: {'; '.join(confused)}.",
+        f"- On a drive it never saw, the recipe does worst on thin and rare classes: {'; '.join(confused)}.",
         "- Not for safety-critical decisions (driving, assistance): no guarantee of accuracy, calibration or "
         "robustness is made.",
         f"- {TERMS}",
@@ -103,18 +133,24 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--name", required=True)
     parser.add_argument("--train-command", required=True)
-    parser.add_argument("--heldout", required=True, type=Path, help="the kept summary of the recipe's held-out run")
-    parser.add_argument("--heldout-eval", required=True, type=Path, help="aticnet evaluate --json, single scale")
-    parser.add_argument("--heldout-tta", required=True, type=Path, help="aticnet evaluate --json, --flip --scales")
-    parser.add_argument("--eval-command", required=True)
-    parser.add_argument("--tta-command", required=True)
+    parser.add_argument("--heldout", required=True, type=Path, nargs="+",
+                        help="the kept summaries of the recipe's held-out runs, one per seed")
+    parser.add_argument("--heldout-tta", type=Path, help="aticnet evaluate --json --flip --scales of a held-out run")
+    parser.add_argument("--confusion", required=True, type=Path,
+                        help="aticnet evaluate --json of the final run (its missed_as names what it confuses)")
+    parser.add_argument("--confusion-where", required=True, help="what --confusion scored, in words")
+    parser.add_argument("--command", action="append", default=[], help="a command behind the figures (repeatable)")
     parser.add_argument("--deploy", required=True, type=Path, help="benchmarks/deploy.py's deploy.json")
     parser.add_argument("--wall-minutes", type=float, required=True)
     parser.add_argument("--cpu", required=True)
     args = parser.parse_args()
 
-    summary = json.loads(args.heldout.read_text())
-    single, tta = json.loads(args.heldout_eval.read_text()), json.loads(args.heldout_tta.read_text())
+    summaries = [json.loads(p.read_text()) for p in args.heldout]
+    for summary in summaries:
+        summary["command"] = public(summary["command"])
+    args.train_command, args.command = public(args.train_command), [public(c) for c in args.command]
+    tta = json.loads(args.heldout_tta.read_text()) if args.heldout_tta else None
+    confusion = {**json.loads(args.confusion.read_text()), "where": args.confusion_where}
     deploy = json.loads(args.deploy.read_text())
     config = aticnet.load_config(args.run / "config.yaml")
     rows = [r for r in aticnet.read_metrics(args.run) if r.get("kind") == "train"]
@@ -125,17 +161,18 @@ def main() -> None:
             f"{args.wall_minutes:.0f} minutes on {args.cpu}; the last loss logged "
             f"{statistics.mean(r['loss'] for r in rows[-10:]):.3f} (mean of the last ten rows of metrics.jsonl). "
             "Stored in fp16 (half the size); it loads as fp32."]
-    metrics = {"camvid_heldout_0006R0_miou": round(single["miou"], 4),
-               "camvid_heldout_0006R0_miou_flip_scales": round(tta["miou"], 4),
-               "heldout_recipe_steps": summary["steps"], "speed": speed_figures}
+    commands = [s["command"] for s in summaries] + args.command
+    metrics = {"camvid_heldout_0006R0_miou": round(statistics.mean(s["miou"] for s in summaries), 4),
+               "heldout_seeds": len(summaries), "heldout_recipe_steps": summaries[0]["steps"], "speed": speed_figures}
+    metrics.update({"camvid_heldout_0006R0_miou_flip_scales": round(tta["miou"], 4)} if tta else {})
     meta = {"dataset": "camvid", "shipped": {
         "input_size": [360, 480], "params": aticnet.count_parameters(model)["total"], "metrics": metrics,
-        "commands": {"train": args.train_command, "heldout_train": summary["command"], "heldout_eval": args.eval_command,
-                     "heldout_tta": args.tta_command, "speed": deploy["command"]},
+        "commands": {"train": args.train_command, "heldout": commands, "speed": public(deploy["command"])},
         "trained_on": "CamVid train + val (468 frames)", "cpu": args.cpu, "wall_minutes": round(args.wall_minutes, 1)}}
+    per_class = {c: class_mean(summaries, c) for c in summaries[0]["per_class_iou"]}
     sections = {"How these weights were made": made,
-                "Evaluation": heldout_section(summary, single, tta, args.tta_command, args.eval_command),
-                "Speed": speed, "Intended use and limits": limits_section(single)}
+                "Evaluation": heldout_section(summaries, config.max_steps, confusion, tta, commands),
+                "Speed": speed, "Intended use and limits": limits_section(per_class, confusion["missed_as"])}
     folder = WEIGHTS / args.name
     aticnet.save_pretrained(args.run, folder, meta=meta, dtype=torch.float16, card_sections=sections,
                             license="mit")

@@ -47,7 +47,7 @@ def screenshot(weights: list[str], image: Path, out: Path, width: int = 1280, al
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", nargs="+", default=["icnet-camvid", "aticnet-camvid"])
+    p.add_argument("--weights", nargs="+", default=["aticnet-camvid"])
     p.add_argument("--image", type=Path, required=True, help="a street picture to upload")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "images" / "app.png")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")

@@ -107,8 +107,8 @@ BUGS = [
      "resized = F.resize_image(mask.unsqueeze(0), params[\"size\"], interpolation=InterpolationMode.NEAREST_EXACT)",
      "resized = F.resize_image(mask.unsqueeze(0), params[\"size\"], interpolation=InterpolationMode.BILINEAR)",
      "data/test_transforms.py data/test_datasets.py"),
-    ("label padding with class 0", "data/transforms.py", "out_label = torch.full((ch, cw), IGNORE, dtype=torch.int64)",
-     "out_label = torch.full((ch, cw), 0, dtype=torch.int64)", "data/test_transforms.py data/test_datasets.py"),
+    ("label padding with class 0", "data/transforms.py", "out_label = torch.full((ch, cw), IGNORE, dtype=torch.int64, device=label.device)",
+     "out_label = torch.full((ch, cw), 0, dtype=torch.int64, device=label.device)", "data/test_transforms.py data/test_datasets.py"),
     ("jitter applied to nothing", "data/transforms.py", "            image = self.jitter(image)\n", "",
      "data/test_transforms.py data/test_datasets.py"),
     # metrics and evaluation
@@ -217,7 +217,24 @@ BUGS = [
      "deploy/test_deploy.py"),
     ("quantize calibrates on images it never normalised", "deploy/quantize.py",
      "EvalTransform(mean=mean, std=std), drives=drives or None)",
-     "EvalTransform(mean=(0, 0, 0), std=(1, 1, 1)), drives=drives or None)", "deploy/test_deploy.py"),
+     "EvalTransform(mean=(0, 0, 0), std=(1, 1, 1)), drives=drives or None)", "deploy/test_deploy.py deploy/test_shipped.py"),
+    ("quantize calibrates a folder's pictures unnormalised", "deploy/quantize.py",
+     "images = [(read_image(p).float() / 255 - m) / s for p in picked]",
+     "images = [read_image(p).float() / 255 for p in picked]", "deploy/test_shipped.py"),
+    # the GPU's input path, the live pipeline, batch prediction
+    ("device augmentation never mirrors", "data/device_augment.py", "top, left, bool(flipped), crop,",
+     "top, left, False, crop,", "data/test_transforms.py"),
+    ("bytes normalised on the device without the std", "data/loader.py",
+     "images = images.float().mul_(1.0 / 255).sub_(mean).div_(std)  # TrainTransform's float ops, on the device",
+     "images = images.float().mul_(1.0 / 255).sub_(mean)  # TrainTransform's float ops, on the device",
+     "data/test_transforms.py"),
+    ("a stop on one process is not agreed on", "training/trainer.py", "torch.full((), float(stop), device=device)",
+     "torch.full((), 0.0, device=device)", "training/test_processes.py"),
+    ("a live queue keeps the stale frame", "inference/pipeline.py", "                self.items.popleft()\n",
+     "                self.items.pop()\n", "inference/test_pipeline.py"),
+    ("batch prediction redoes finished outputs", "serving/batch.py",
+     'todo = [row for row in rows if not Path(row["output"]).is_file()]', "todo = list(rows)",
+     "serving/test_batch.py"),
 ]
 
 

@@ -12,15 +12,7 @@ import pytest
 from PIL import Image
 
 from aticnet.app import FrameRate, model_labels, segment_webcam_frame
-from tests.app.test_app import (  # noqa: F401 (fixtures)
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    browser_requirements,
-    palette_image,
-    runs,
-    segs,
-    served,
-)
+from tests.app.conftest import CHROMIUM, CHROMIUM_ARGS, browser_requirements, palette_image
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),

@@ -41,13 +41,14 @@ class SegmentResult(NamedTuple):
 
 def load_segmenters(specs: Sequence[str | Path], device: str = "cpu", fast: bool = True,
                     infer_scale: float = 1.0) -> list[Segmenter]:
-    """Load each run directory, weights file, exported model (.onnx, .xml) or Hub folder; a spec that is no
-    path is a Hub repo id. ``infer_scale`` is the scale the page starts at."""
+    """Load each shipped name, run directory, weights file, exported model (.onnx, .xml) or Hub folder; a spec that
+    is none of these is a Hub repo id. ``infer_scale`` is the scale the page starts at."""
     from ..inference.segmenter import load
+    from ..models.pretrained import is_weights_name
 
     out = []
     for spec in specs:
-        if Path(spec).exists():
+        if Path(spec).exists() or is_weights_name(str(spec)):
             out.append(load(spec, device, fast=fast, infer_scale=infer_scale))
         else:
             from ..deploy.hub import from_pretrained

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..inference.segmenter import DEFAULT_CPU_ENGINE
-from .tables import _is_inference, _is_train, _load, _rows, deploy_table, table_for
+from .tables import _fmt, _is_inference, _is_train, _load, _rows, deploy_table, table_for
 
 MATMUL_REFERENCE = 175.0  # GFLOP/s: the fp32 matrix-product rate of 2 cores of the reference CPU (the targets' yardstick)
 PAYS = 1.05  # a variant "pays" when it is at least this much faster than plain, in the same run
@@ -174,6 +174,33 @@ def gpu_targets(reports: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
+def serving_targets(reports: Sequence[dict[str, Any]]) -> list[str]:
+    """The live-video, server and Ray Data targets, from benchmarks/stream.py, serve_load.py and ray_batch_scaling.py."""
+    out = []
+    for r in (r for r in reports if r.get("mode") == "stream"):
+        ratio, fps, p95 = r["end_to_end_over_network"], r["end_to_end"]["fps"], r["live"]["latency_ms"]["p95"]
+        vnni = r["cpu"].get("avx512_vnni") or r["cpu"].get("amx_int8")
+        out += [f"  - stream, {r['weights']}, infer-scale {r['infer_scale']:g}: end to end {ratio:.2f}x the network "
+                f"alone ({'**met**' if ratio >= 0.85 else '**not met**'}, target >= 0.85x); {fps:.1f} frames/s "
+                + ((f"({'**met**' if fps >= 25 else '**not met**'}, target >= 25 on a CPU with VNNI)") if vnni else
+                   "(the 25 frames/s target is for a CPU with VNNI; this one has none)")
+                + f"; live at {r['rate']} frames/s: p95 {p95:.0f} ms ({'**met**' if p95 <= 150 else '**not met**'}, "
+                "target <= 150 ms)"]
+    for r in (r for r in reports if r.get("mode") == "serve_load"):
+        ratio = r.get("serve_over_offline")
+        ok = ratio is not None and ratio >= 0.8 and r["failed_valid"] == 0
+        out.append(f"  - serve, {r['clients']} clients at {r['size']}: {_fmt(ratio, '.2f')}x offline batched predict, "
+                   f"p99 {r['latency_ms'].get('p99', 0):.0f} ms, {r['failed_valid']} valid requests failed with "
+                   f"{r['bad_sent']} bad ones mixed in; {'**met**' if ok else '**not met**'} (target >= 0.8x, none failed)")
+    for r in (r for r in reports if r.get("mode") == "ray_scaling"):
+        ratio = r["two_over_one_steady"]
+        out.append(f"  - Ray Data, two worker nodes of 1 CPU over one: {ratio:.2f}x in steady state; "
+                   f"{'**met**' if ratio >= 1.6 else '**not met**'} (target >= 1.6x; both nodes and the driver share "
+                   f"this machine's {r['cpu']['cores']} cores)")
+    return (["- **Live video: stream >= 0.85x the network alone and >= 25 frames/s (VNNI), live p95 <= 150 ms; "
+             "serve >= 0.8x offline with no valid request failed; Ray Data two nodes >= 1.6x one**", *out] if out else [])
+
+
 def base_variant(variant: str, present: Sequence[str]) -> str:
     """The variant this one adds one step to: 'fast+compile' -> 'fast', 'fast' -> 'cl' (fold on top), 'cl' -> 'plain'."""
     parts = variant.split("+")
@@ -246,7 +273,8 @@ def render_markdown(reports: Sequence[dict[str, Any]]) -> str:
         doc += table_for(r) + [""]
     if not cpu:
         doc += ["No CPU report.", ""]
-    doc += ["## Targets", "", *targets(reports), *deploy_targets(reports), "", "## What pays on this machine", ""]
+    doc += ["## Targets", "", *targets(reports), *deploy_targets(reports), *serving_targets(reports), "",
+            "## What pays, variant by variant", ""]
     doc += what_pays([r for r in cpu if _is_inference(r)]) or ["No run compared variants (`--variants plain,fast,...`).", ""]
     doc += ["## GPU", ""]
     if gpu:

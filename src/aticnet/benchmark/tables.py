@@ -18,7 +18,8 @@ def _is_inference(r: dict[str, Any]) -> bool:
 
 def table_for(r: dict[str, Any]) -> list[str]:
     """The markdown table of one report, whatever it measured."""
-    kinds = {"train": train_table, "labels": labels_table, "deploy": deploy_table, "gpu_check": gpu_check_table}
+    kinds = {"train": train_table, "labels": labels_table, "deploy": deploy_table, "gpu_check": gpu_check_table,
+             "stream": stream_table, "serve_load": serve_table, "ray_scaling": ray_table}
     return kinds.get(r.get("mode"), inference_table)(r)
 
 
@@ -147,7 +148,7 @@ def train_table(r: dict[str, Any]) -> list[str]:
         lines.append(
             f"| training step {name} (forward + backward + SGD, random data) | {s['images_per_s']:.2f} | {s['step_ms']:.0f} |"
         )
-    for name, s in r.get("step_channels_last", {}).items():  # reports from before channels-last became the default
+    for name, s in r.get("step_channels_last", {}).items():  # reports that also timed the step in channels-last
         lines.append(
             f"| training step {name} in channels_last (model and images NHWC) | {s['images_per_s']:.2f} | "
             f"{s['step_ms']:.0f} |"
@@ -193,3 +194,46 @@ def gpu_check_table(r: dict[str, Any]) -> list[str]:
                   f"| the GPU (the loader only decodes; `augment_on: device`) | {ab['device_defer']['images_per_s']:.0f} |",
                   "", f"The GPU's share costs {ab['device_augment_ms_per_batch16']:.1f} ms per batch of 16."]
     return lines
+
+
+def stream_table(r: dict[str, Any]) -> list[str]:
+    """``aticnet stream`` against the network alone, and a live source's latency (benchmarks/stream.py)."""
+    w, h = r["size"]
+    alone, e2e, live = r["network_alone"], r["end_to_end"], r["live"]
+    return [f"`{r['command']}`", "", f"{_machine(r)}; {r['weights']} ({alone['backend']}), {w}x{h} frames, infer-scale "
+            f"{r['infer_scale']:g}, labels at full size, {r['frames']} frames.", "",
+            "| what | frames/s | latency p50 / p95 / p99 ms | dropped |", "| --- | ---: | --- | ---: |",
+            f"| the network alone (`predict`, one frame at a time) | {alone['fps']:.1f} | - | - |",
+            f"| `aticnet stream --file` (every frame kept; decode, infer, encode overlapped) | {e2e['fps']:.1f} | "
+            f"{_latency(e2e)} | {e2e['dropped']} |",
+            f"| `aticnet stream --live` (the file read at {r['rate']} frames/s, newest frame wins) | {live['fps']:.1f} | "
+            f"{_latency(live)} | {live['dropped']} of {live['frames_in']} |"]
+
+
+def _latency(stats: dict[str, Any]) -> str:
+    ms = stats.get("latency_ms") or {}
+    return " / ".join(f"{ms[p]:.0f}" for p in ("p50", "p95", "p99")) if ms else "-"
+
+
+def serve_table(r: dict[str, Any]) -> list[str]:
+    """``aticnet serve`` under concurrent clients with bad requests mixed in (benchmarks/serve_load.py)."""
+    ms = r.get("latency_ms", {})
+    lines = [f"`{r['command']}`", "", f"{_machine(r)}; {r['clients']} clients, {r['size']} images, {r['seconds']:.0f} s.",
+             "", "| requests/s | p50 / p95 / p99 ms | mean batch (max) | valid requests failed | bad requests answered 4xx "
+             "| offline batched predict images/s | serve / offline |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+             f"| {r['requests_per_s']:.2f} | {ms.get('p50', 0):.0f} / {ms.get('p95', 0):.0f} / {ms.get('p99', 0):.0f} | "
+             f"{r['mean_batch']:.2f} ({r['max_batch']}) | {r['failed_valid']} | {r['bad_answered_4xx']} of {r['bad_sent']} | "
+             f"{_fmt(r.get('offline_images_per_s'), '.2f')} | {_fmt(r.get('serve_over_offline'), '.2f')} |"]
+    return lines
+
+
+def ray_table(r: dict[str, Any]) -> list[str]:
+    """``aticnet predict --ray`` on one and two worker nodes of 1 CPU each (benchmarks/ray_batch_scaling.py)."""
+    lines = [f"`{r['command']}`", "", f"{_machine(r)}; {r['size']} images.", "",
+             "| worker nodes | steady images/s | images/s with start-up | images per node |", "| ---: | ---: | ---: | --- |"]
+    for run in r["runs"]:
+        lines.append(f"| {run['worker_nodes']} | {run['steady_images_per_s']:.2f} | {run['driver_images_per_s']:.2f} | "
+                     f"{', '.join(str(v) for v in run['images_per_node'].values())} |")
+    return [*lines, "", f"Two nodes over one: {r['two_over_one_steady']:.2f}x in steady state, "
+            f"{r['two_over_one_driver']:.2f}x with Ray's start-up and the model loading."]

@@ -236,7 +236,8 @@ def export(
         weights: a shipped name, a run or a ``.safetensors`` file.
         fmt: "onnx", "torchscript" or "openvino". out: the file (an OpenVINO IR is NAME.xml + NAME.bin).
         size: (H, W) of the example input and the check. dynamic: free batch, height and width (ONNX).
-        opset, exporter: the ONNX opset and exporter ("auto", "dynamo", "legacy").
+        opset: the ONNX opset.
+        exporter: "auto", "dynamo" or "legacy" (the ONNX exporter).
         tolerance: the largest max |export - PyTorch| allowed on the check's random input.
         lowres: ONNX (OpenVINO always): the graph ends at the model's output stride, before the last upsampling,
             and :func:`aticnet.load` does the labels step.

@@ -141,10 +141,19 @@ def evaluate(
     Args:
         weights: any deployable form :func:`aticnet.load` takes (a shipped name, a run, .safetensors, .onnx, OpenVINO
             .xml, TorchScript).
-        dataset, data_root, split: the data (:func:`aticnet.build_dataset`); ``drives`` keeps some drives only.
-        device, backend, infer_scale, precision: as :func:`aticnet.load` takes them (bf16 on OpenVINO or PyTorch).
-        flip, scales: average the softmax of the mirrored and rescaled views (PyTorch models only).
-        workers, max_images, progress: loader processes, a cap on the images, a progress bar.
+        dataset: its name (:func:`aticnet.build_dataset`).
+        data_root: its top folder.
+        split: the labelled split to score ("val", "test", "train+val"...).
+        device: where the model runs, as :func:`aticnet.load` takes it.
+        workers: loader processes.
+        max_images: score the first N images only.
+        flip: average with the mirrored view (PyTorch models only).
+        scales: average over these input scales (PyTorch models only).
+        precision: "32", or "bf16" (OpenVINO, or PyTorch under autocast).
+        drives: score these drives only (CamVid's file-name prefix, Cityscapes' city).
+        backend: the engine, as :func:`aticnet.load` takes it.
+        infer_scale: run the network at this multiple of each image's size.
+        progress: show a progress bar.
     Returns:
         ``miou``, ``per_class_iou``, ``per_class_accuracy``, ``mean_accuracy``, ``pixel_accuracy``, ``missed_as``
         (per class, the class that took most of its missed pixels and its share), ``num_pixels``, ``num_images``,
