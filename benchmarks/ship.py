@@ -3,7 +3,7 @@ measured figures, README.md model card). Every figure comes from a file a comman
 benchmarks/ship_camvid.sh runs it for both shipped models; one by hand:
 
     python benchmarks/ship.py --run runs/camvid/final_bf16_15k/aticnet --name aticnet-camvid \
-        --train-command "aticnet train --config configs/camvid_bf16_15k.yaml ..." --wall-minutes 57 --cpu "..." \
+        --final benchmarks/results/camvid/final_bf16_15k/aticnet.json \
         --heldout benchmarks/results/camvid/experiments/aticnet_bf16_15000_seed0.json \
         --confusion runs/ship/aticnet_val.json --confusion-where "CamVid val, which these weights trained on" \
         --deploy runs/ship/deploy/deploy.json
@@ -51,8 +51,8 @@ def class_mean(summaries: list[dict], name: str) -> float | None:
     return statistics.mean(values) if values else None
 
 
-def heldout_section(summaries: list[dict], final_steps: int, confusion: dict, tta: dict | None,
-                    commands: list[str]) -> list[str]:
+def heldout_section(summaries: list[dict], per_class: dict[str, float | None], final_steps: int, confusion: dict,
+                    tta: dict | None, commands: list[str]) -> list[str]:
     """The recipe on the held-out drive (one kept summary per seed): scores, per class, where each class's misses go."""
     steps = summaries[0]["steps"]
     mious = [s["miou"] for s in summaries]
@@ -61,8 +61,6 @@ def heldout_section(summaries: list[dict], final_steps: int, confusion: dict, tt
     recipe = ("The same recipe" if steps == final_steps else
               f"The same recipe with {steps} steps instead of {final_steps} (the only schedule measured for this "
               "model on the held-out drive)")
-    classes = list(summaries[0]["per_class_iou"])
-    per_class = {c: class_mean(summaries, c) for c in classes}
     tta_text = (f" With the flip and scales 1, 1.25, 1.5 averaged: **{pct(tta['miou'])}**." if tta else
                 " Test-time augmentation was not measured on the held-out drive.")
     lines = [
@@ -81,7 +79,7 @@ def heldout_section(summaries: list[dict], final_steps: int, confusion: dict, tt
         "| class | IoU | " + ("IoU with flip + scales | " if tta else "") + "mostly missed as (share of the class) |",
         "| --- | ---: | " + ("---: | " if tta else "") + "--- |",
     ]
-    for name in classes:
+    for name in per_class:
         missed = confusion["missed_as"].get(name)
         where = f"{missed['class']} ({100 * missed['share']:.0f}%)" if missed else "-"
         tta_cell = f"{pct(tta['per_class_iou'].get(name))} | " if tta else ""
@@ -132,7 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--train-command", required=True)
+    parser.add_argument("--final", required=True, type=Path,
+                        help="the final run's kept summary (benchmarks/camvid.py final): its command, minutes and CPU")
     parser.add_argument("--heldout", required=True, type=Path, nargs="+",
                         help="the kept summaries of the recipe's held-out runs, one per seed")
     parser.add_argument("--heldout-tta", type=Path, help="aticnet evaluate --json --flip --scales of a held-out run")
@@ -141,14 +140,14 @@ def main() -> None:
     parser.add_argument("--confusion-where", required=True, help="what --confusion scored, in words")
     parser.add_argument("--command", action="append", default=[], help="a command behind the figures (repeatable)")
     parser.add_argument("--deploy", required=True, type=Path, help="benchmarks/deploy.py's deploy.json")
-    parser.add_argument("--wall-minutes", type=float, required=True)
-    parser.add_argument("--cpu", required=True)
     args = parser.parse_args()
 
     summaries = [json.loads(p.read_text()) for p in args.heldout]
     for summary in summaries:
         summary["command"] = public(summary["command"])
-    args.train_command, args.command = public(args.train_command), [public(c) for c in args.command]
+    final = json.loads(args.final.read_text())
+    train_command, cpu, minutes = public(final["command"]), final["cpu"], final["train_minutes"]
+    args.command = [public(c) for c in args.command]
     tta = json.loads(args.heldout_tta.read_text()) if args.heldout_tta else None
     confusion = {**json.loads(args.confusion.read_text()), "where": args.confusion_where}
     deploy = json.loads(args.deploy.read_text())
@@ -156,9 +155,9 @@ def main() -> None:
     rows = [r for r in aticnet.read_metrics(args.run) if r.get("kind") == "train"]
     model = aticnet.load(args.run, backend="torch", fast=False).model
     speed, speed_figures = speed_section(deploy, str(args.run))
-    made = [f"Trained by `{args.train_command}` ({config.max_steps} steps of batch {config.batch_size}, seed "
+    made = [f"Trained by `{train_command}` ({config.max_steps} steps of batch {config.batch_size}, seed "
             f"{config.seed}, {config.precision} autocast) on CamVid train + val (468 frames), in "
-            f"{args.wall_minutes:.0f} minutes on {args.cpu}; the last loss logged "
+            f"{minutes:.0f} minutes on {cpu}; the last loss logged "
             f"{statistics.mean(r['loss'] for r in rows[-10:]):.3f} (mean of the last ten rows of metrics.jsonl). "
             "Stored in fp16 (half the size); it loads as fp32."]
     commands = [s["command"] for s in summaries] + args.command
@@ -167,11 +166,11 @@ def main() -> None:
     metrics.update({"camvid_heldout_0006R0_miou_flip_scales": round(tta["miou"], 4)} if tta else {})
     meta = {"dataset": "camvid", "shipped": {
         "input_size": [360, 480], "params": aticnet.count_parameters(model)["total"], "metrics": metrics,
-        "commands": {"train": args.train_command, "heldout": commands, "speed": public(deploy["command"])},
-        "trained_on": "CamVid train + val (468 frames)", "cpu": args.cpu, "wall_minutes": round(args.wall_minutes, 1)}}
+        "commands": {"train": train_command, "heldout": commands, "speed": public(deploy["command"])},
+        "trained_on": "CamVid train + val (468 frames)", "cpu": cpu, "wall_minutes": round(minutes, 1)}}
     per_class = {c: class_mean(summaries, c) for c in summaries[0]["per_class_iou"]}
     sections = {"How these weights were made": made,
-                "Evaluation": heldout_section(summaries, config.max_steps, confusion, tta, commands),
+                "Evaluation": heldout_section(summaries, per_class, config.max_steps, confusion, tta, commands),
                 "Speed": speed, "Intended use and limits": limits_section(per_class, confusion["missed_as"])}
     folder = WEIGHTS / args.name
     aticnet.save_pretrained(args.run, folder, meta=meta, dtype=torch.float16, card_sections=sections,

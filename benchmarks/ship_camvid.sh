@@ -32,11 +32,9 @@ for MODEL in aticnet icnet; do
     --data-root "$DATA" --calibration-drive 0001TP --sizes 360x480 1024x2048 --forms "${SPEED_FORMS[@]}" \
     --out "$SHIP/deploy_$MODEL"
   # 4. The shipped folder: fp16 weights, config.json with the figures, the model card.
-  SUMMARY=$KEPT/${FINAL[$MODEL]}/$MODEL.json
-  field() { python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$SUMMARY" "$1"; }
   # shellcheck disable=SC2086  # HELDOUT holds several paths
-  python benchmarks/ship.py --run "$RUN" --name "$MODEL-camvid" --train-command "$(field command)" \
-    --wall-minutes "$(field train_minutes)" --cpu "$(field cpu)" --heldout ${HELDOUT[$MODEL]} \
+  python benchmarks/ship.py --run "$RUN" --name "$MODEL-camvid" --final "$KEPT/${FINAL[$MODEL]}/$MODEL.json" \
+    --heldout ${HELDOUT[$MODEL]} \
     --confusion "$SHIP/${MODEL}_val.json" --confusion-where "CamVid val, which these weights trained on" \
     --command "aticnet evaluate --weights $RUN --dataset camvid --data-root CAMVID --split val" \
     --deploy "$SHIP/deploy_$MODEL/deploy.json"
