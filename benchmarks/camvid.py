@@ -78,6 +78,8 @@ EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
      "ICNet ran CamVid at 720x960)", {"model": "aticnet", **BF16_5000, "scale_range": [1.5, 3.0], "eval_scale": 2.0}),
     ("aticnet_bf16_15000", "AtICNet, bf16, 15000 steps: the bf16 recipe's schedule three times as long "
      "(450 epochs of the 266 frames; configs/camvid_bf16_15k.yaml)", {"model": "aticnet", **BF16, "max_steps": 15000}),
+    ("icnet_bf16_15000", "ICNet, bf16, 15000 steps: the shipped models' recipe (configs/camvid_bf16_15k.yaml), "
+     "the baseline of aticnet_bf16_15000", {**BF16, "max_steps": 15000}),
     # the same recipes for AtICNet: a paired look at the paper's claim under each
     ("aticnet_jitter", "AtICNet, with the jitter change", {"model": "aticnet", "color_jitter": [0.4, 0.4, 0.4, 0.05]}),
     ("aticnet_baseline", "AtICNet, baseline recipe", {"model": "aticnet"}),

@@ -35,16 +35,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_nodes(address: str, count: int, env: dict, timeout: float = 120) -> None:
-    """Wait until ``count`` nodes of the cluster at ``address`` are alive (a node joins seconds after its start)."""
+def wait_for_nodes(address: str, count: int, env: dict, timeout: float = 300) -> None:
+    """Wait until ``count`` nodes of the cluster at ``address`` are alive (a node joins seconds after its start; on
+    2 busy cores a head and two workers can take minutes)."""
     probe = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
     deadline = time.time() + timeout
+    last = ""
     while time.time() < deadline:
         done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False)
         if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(count)]:
             return
-        time.sleep(1)
-    raise RuntimeError(f"the Ray cluster at {address} has not {count} nodes alive after {timeout:.0f} s")
+        last = (done.stdout.strip().splitlines() or [""])[-1] if done.returncode == 0 else done.stderr.strip()[-500:]
+        time.sleep(2)
+    raise RuntimeError(f"the Ray cluster at {address} has not {count} nodes alive after {timeout:.0f} s "
+                       f"(last probe: {last or 'no output'})")
 
 
 def start_cluster(workers: int, env: dict) -> tuple[str, list[subprocess.Popen]]:

@@ -23,6 +23,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import safetensors
+import safetensors.torch
 import torch
 
 import aticnet
@@ -126,6 +128,19 @@ def limits_section(per_class: dict[str, float], missed_as: dict[str, dict]) -> l
     ]
 
 
+def keep_unchanged_weights(path: Path, before: bytes | None) -> None:
+    """Put back the shipped file's old bytes when the new one holds the same tensors and metadata: safetensors writes
+    its metadata in no fixed order, and a byte change alone would be a new version of the weights in git."""
+    if before is None:
+        return
+    old, new = safetensors.torch.load(before), safetensors.torch.load_file(path)
+    with safetensors.safe_open(path, "pt") as f:
+        new_meta = f.metadata()
+    old_meta = json.loads(before[8:8 + int.from_bytes(before[:8], "little")]).get("__metadata__")
+    if old_meta == new_meta and old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old):
+        path.write_bytes(before)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, type=Path)
@@ -173,8 +188,10 @@ def main() -> None:
                 "Evaluation": heldout_section(summaries, per_class, config.max_steps, confusion, tta, commands),
                 "Speed": speed, "Intended use and limits": limits_section(per_class, confusion["missed_as"])}
     folder = WEIGHTS / args.name
+    before = (folder / "model.safetensors").read_bytes() if (folder / "model.safetensors").is_file() else None
     aticnet.save_pretrained(args.run, folder, meta=meta, dtype=torch.float16, card_sections=sections,
                             license="mit")
+    keep_unchanged_weights(folder / "model.safetensors", before)
     size = (folder / "model.safetensors").stat().st_size / 2**20
     print(f"wrote {folder}: model.safetensors {size:.1f} MiB, config.json, README.md")
 

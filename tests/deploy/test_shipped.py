@@ -24,7 +24,7 @@ from aticnet.data.scenes import draw_scene
 from tests.helpers import ROOT
 
 STORED = Path(__file__).parent / "shipped_outputs.safetensors"
-NAMES = ("aticnet-camvid",)
+NAMES = ("aticnet-camvid", "icnet-camvid")
 SIZE = (360, 480)  # CamVid's frames
 
 
@@ -60,7 +60,7 @@ def test_shipped_weights_give_their_stored_outputs(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, calibrate", [("aticnet-camvid", "dataset"), ("aticnet-camvid", "folder")])
+@pytest.mark.parametrize("name, calibrate", [("icnet-camvid", "dataset"), ("aticnet-camvid", "folder")])
 def test_int8_as_a_user_quantizes_it_agrees_with_fp32(name, calibrate, tmp_path):
     # Calibration as a user gives it: street scenes from a data set split, or a folder of pictures. A calibration
     # that feeds the quantizer other numbers than inference does (unnormalised images) moves the int8 labels.

@@ -78,7 +78,7 @@ class PretrainedSegmentation(ModelHubMixin, library_name="aticnet", pipeline_tag
     def hub_config(self) -> dict[str, Any]:
         """The content of config.json."""
         cfg = self.model.config
-        extra = {k: v for k, v in self.meta.items() if k not in ("classes", "colors", "model_config")}
+        extra = {k: v for k, v in sorted(self.meta.items()) if k not in ("classes", "colors", "model_config")}
         return {"library_name": "aticnet", "aticnet_format": FORMAT_VERSION, "aticnet_version": __version__,
                 "model_type": cfg.name, "model_config": cfg.to_dict(), "num_classes": cfg.num_classes,
                 "classes": list(self.meta["classes"]), "colors": [list(map(int, c)) for c in self.meta["colors"]],

@@ -7,7 +7,7 @@ works wherever weights are taken: ``aticnet.load("aticnet-camvid")``, ``aticnet.
 
 >>> import aticnet
 >>> [w.name for w in aticnet.list_weights()]
-['aticnet-camvid']
+['aticnet-camvid', 'icnet-camvid']
 >>> aticnet.get_weights("aticnet-camvid").metrics["camvid_heldout_0006R0_miou"]   # measured figures
 """
 
