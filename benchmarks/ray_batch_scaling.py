@@ -51,18 +51,31 @@ def wait_for_nodes(address: str, count: int, env: dict, timeout: float = 300) ->
                        f"(last probe: {last or 'no output'})")
 
 
-def start_cluster(workers: int, env: dict) -> tuple[str, list[subprocess.Popen]]:
+def start_cluster(workers: int, env: dict, logs: Path) -> tuple[str, list[subprocess.Popen]]:
+    """A head with no CPUs for work and ``workers`` nodes of 1 CPU on this machine; each node's output in ``logs``."""
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port = free_port()
-    common = ["--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
-    nodes = [subprocess.Popen([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "0",
-                               "--include-dashboard", "false", *common], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def node(name: str, *args: str) -> subprocess.Popen:
+        # Nodes sharing one address each need their own agent and metrics ports (the defaults are fixed numbers).
+        own = ["--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
+        with open(logs / f"{name}.log", "w") as log:
+            return subprocess.Popen([ray_cli, "start", *args, "--block", "--disable-usage-stats", "--node-ip-address",
+                                     "127.0.0.1", *own], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    nodes = [node("head", "--head", "--port", str(port), "--num-cpus", "0", "--include-dashboard", "false")]
     time.sleep(8)
-    for _ in range(workers):
-        nodes.append(subprocess.Popen([ray_cli, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
-                                       *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    wait_for_nodes(f"127.0.0.1:{port}", workers + 1, env)
+    try:
+        # One at a time: nodes started together on one machine take the same socket names and the later one's
+        # raylet dies on "bind: Address already in use".
+        for i in range(workers):
+            nodes.append(node(f"worker{i}", "--address", f"127.0.0.1:{port}", "--num-cpus", "1"))
+            wait_for_nodes(f"127.0.0.1:{port}", i + 2, env)
+    except RuntimeError as e:
+        stop_cluster(nodes)
+        tails = "\n".join(f"--- {p.name}:\n" + "\n".join(p.read_text().splitlines()[-15:]) for p in sorted(logs.iterdir()))
+        raise SystemExit(f"{e}\n{tails}") from None
     return f"127.0.0.1:{port}", nodes
 
 
@@ -77,7 +90,7 @@ def stop_cluster(nodes: list[subprocess.Popen]) -> None:
 
 
 def run_once(args, images: Path, workers: int, work: Path, env: dict) -> dict:
-    address, nodes = start_cluster(workers, env)
+    address, nodes = start_cluster(workers, env, work / f"logs{workers}")
     out = work / f"out{workers}"
     try:
         start = time.perf_counter()
