@@ -100,3 +100,12 @@ def test_webcam_tab_in_headless_chromium(served, segs, tmp_path):  # noqa: F811
         ctx.close()
         pw.stop()
     assert outside == []  # the page asked nothing of any other host
+
+
+def test_webcam_frames_are_not_mirrored(segs):  # noqa: F811
+    """A street camera's frames go to the models as the scene is (Gradio mirrors webcams by default)."""
+    from aticnet.app import build_app
+
+    blocks = build_app(segs)
+    (camera,) = [c for c in blocks.blocks.values() if getattr(c, "elem_id", None) == "webcam"]
+    assert camera.webcam_options.mirror is False

@@ -110,7 +110,9 @@ def webcam_tab(segmenters: Sequence[Segmenter], names: Sequence[str], alpha: flo
                 f"{', '.join(f'**{n}**' for n in names)} (frames larger than {limits.video_max_side} px a side are "
                 f"downscaled; a stream stops after {WEBCAM_TIME_LIMIT_S // 60} minutes).")
     with gr.Row():
-        camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera", elem_id="webcam")
+        # Not mirrored: a street camera's frames are segmented as the scene is, with the kerb on its true side.
+        camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="camera", elem_id="webcam",
+                          webcam_options=gr.WebcamOptions(mirror=False))
         shown = gr.Image(label=" | ".join(names), format="jpeg", interactive=False, elem_id="webcam-overlay")
         with gr.Column(scale=0, min_width=200):
             opacity = gr.Slider(0.0, 1.0, value=alpha, step=0.05, label="overlay opacity", elem_id="webcam-opacity")
