@@ -174,6 +174,9 @@ def test_frame_queue_policies():
     newest = FrameQueue(1, True, abort)
     assert all(newest.put(i) for i in range(5))
     assert (newest.get(), newest.dropped) == (4, 4)
+    newest3 = FrameQueue(3, True, abort)  # a deeper newest-wins queue drops the oldest, keeps the order
+    assert all(newest3.put(i) for i in range(6))
+    assert [newest3.get() for _ in range(3)] == [3, 4, 5] and newest3.dropped == 3
     blocking = FrameQueue(2, False, abort)
     assert blocking.put(0) and blocking.put(1)
     threading.Timer(0.2, abort.set).start()
