@@ -180,7 +180,7 @@ def main() -> None:
                "heldout_seeds": len(summaries), "heldout_recipe_steps": summaries[0]["steps"], "speed": speed_figures}
     metrics.update({"camvid_heldout_0006R0_miou_flip_scales": round(tta["miou"], 4)} if tta else {})
     meta = {"dataset": "camvid", "shipped": {
-        "input_size": [360, 480], "params": aticnet.count_parameters(model)["total"], "metrics": metrics,
+        "name": args.name, "input_size": [360, 480], "params": aticnet.count_parameters(model)["total"], "metrics": metrics,
         "commands": {"train": train_command, "heldout": commands, "speed": public(deploy["command"])},
         "trained_on": "CamVid train + val (468 frames)", "cpu": cpu, "wall_minutes": round(minutes, 1)}}
     per_class = {c: class_mean(summaries, c) for c in summaries[0]["per_class_iou"]}

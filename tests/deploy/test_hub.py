@@ -163,6 +163,9 @@ def test_from_a_module_without_a_run(tmp_path):
     text = (folder / "README.md").read_text()
     assert "No validation scores" in text and "not recorded" in text and "12.5 ms per image at 64x128" in text
     assert "atrous rates" in text
+    assert 'aticnet.from_pretrained("PATH_OR_REPO_ID")' in text  # no name of its own: the reader fills it in
+    named = hub.save_pretrained(model, tmp_path / "named", meta={**meta, "shipped": {"name": "mine-streets"}})
+    assert 'aticnet.from_pretrained("mine-streets")   # shipped with aticnet' in (named / "README.md").read_text()
 
 
 def test_bad_sources(tmp_path, folder):

@@ -50,6 +50,8 @@ def test_every_shipped_name_is_listed_with_its_figures():
         assert 0 < w.metrics["camvid_heldout_0006R0_miou"] < 1 and w.commands["train"].startswith("aticnet train")
         assert w.file.stat().st_size < 25 * 2**20  # fp16, under the repository's limit
         assert load_file(w.file)["classifier.weight"].dtype == torch.float16
+        card = (w.file.parent / "README.md").read_text()  # says how to load it by its own name
+        assert f'aticnet.from_pretrained("{name}")' in card and f"--weights {name} " in card
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -36,3 +36,22 @@ def test_derived_configs_change_only_what_they_say():
     first, last = load_config(ROOT / "configs" / "cityscapes.yaml"), load_config(ROOT / "configs" / "cityscapes_60k.yaml")
     differ = {k for k, v in first.to_dict().items() if last.to_dict()[k] != v}
     assert differ == {"batch_size", "max_steps", "eval_every", "save_every", "log_every", "init", "out"}
+
+
+@pytest.mark.parametrize(("flags", "warned"), [
+    ({"avx512_bf16": False, "amx_bf16": False}, True),   # AVX2 or avx512_vnni only: bf16 is emulated
+    ({"avx512_bf16": True, "amx_bf16": False}, False),
+    ({"avx512_bf16": False, "amx_bf16": True}, False),
+    ({}, False),                                         # flags unknown (not x86 Linux): no guess
+])
+def test_bf16_on_a_cpu_without_native_bf16_warns(synthetic_root, tmp_path, monkeypatch, caplog, flags, warned):
+    import aticnet.utils.cpu
+    from aticnet.training.config import TrainConfig
+    from aticnet.training.trainer import start_run
+
+    monkeypatch.setattr(aticnet.utils.cpu, "cpu_info", lambda: {"model": "Test CPU", "cores": 2, **flags})
+    config = TrainConfig(dataset="synthetic", data_root=str(synthetic_root), precision="bf16", device="cpu",
+                         workers=0, out=str(tmp_path / "run"))
+    with caplog.at_level("WARNING", logger="aticnet"):
+        start_run(config)
+    assert ("precision bf16 on a CPU without avx512_bf16 or AMX (Test CPU)" in caplog.text) == warned

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..inference.timing import Entry, synchronize
+from ..utils.cpu import CPU_FLAGS, cpu_info  # noqa: F401  (re-exported: aticnet.cpu_info)
 from ..utils.errors import UserError
 from .models import Variant, build_benchmark_model, prepare
 
@@ -125,27 +126,6 @@ def cuda_peak_memory(entry: Entry, image: Tensor, device: torch.device) -> dict[
         "weights_mb": weights / 2**20,
         "memory_method": "torch.cuda.max_memory_allocated over one pass, plus the weights",
     }
-
-
-# what decides the speed of int8 (VNNI, AMX) and bf16 (avx512_bf16, AMX) inference: printed with every figure
-CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
-
-
-def cpu_info() -> dict[str, Any]:
-    """The CPU's model name, core count and the flags that decide int8 and bf16 speed (:data:`CPU_FLAGS`): printed
-    with every figure, since a figure holds only on its CPU."""
-    info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "cores": os.cpu_count()}
-    with contextlib.suppress(OSError):
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                info["model"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                for flag in CPU_FLAGS:
-                    info[flag] = flag in flags
-                break
-    return info
 
 
 def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:

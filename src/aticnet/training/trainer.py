@@ -32,6 +32,7 @@ from ..data.loader import EvalLoader, TrainStream, eval_loader, train_loader
 from ..evaluation.evaluate import autocast, evaluate_model
 from ..models import place_on_device
 from ..models.weights import save_weights
+from ..utils import cpu
 from ..utils.distributed import DistInfo, all_reduce, all_reduce_sum, init_distributed, pick_device
 from ..utils.errors import UserError
 from ..utils.faults import StopSignals, try_save
@@ -74,6 +75,9 @@ def start_run(config: TrainConfig) -> tuple[Run, Any]:
         raise UserError(f"batch_size {config.batch_size} must be a multiple of the {dist.world_size} processes")
     if config.precision == "16" and device.type != "cuda":
         raise UserError("precision 16 needs CUDA; use bf16 on the CPU")
+    if config.precision == "bf16" and device.type == "cpu" and cpu.lacks_native_bf16(info := cpu.cpu_info()):
+        log.warning("precision bf16 on a CPU without avx512_bf16 or AMX (%s): bf16 runs emulated, many times "
+                    "slower than float32; --precision 32 trains the same recipe in float32", info["model"])
     set_determinism(config.deterministic, device)
     # Each process its own seed: dropout masks differ across processes. The weights start equal all the same
     # (DDP copies process 0's), and the data depend on config.seed alone (data/loader.py).
