@@ -332,6 +332,8 @@ def test_deploy_report_table_and_targets_by_hand(monkeypatch):
     assert "| icnet | OpenVINO int8 | 100 (3.0x) | 59.70 (-0.30) |" in text
     assert "| aticnet | OpenVINO int8, infer-scale 0.5 | 50 (6.6x) | 58.00 (-3.00) |" in text
     assert "CPU flags: avx512_vnni" in text
+    report["cpu"] = {"model": "Some CPU", "avx512_vnni": False, "avx512_bf16": False}
+    assert "Some CPU, CPU flags: none of avx512_vnni, avx512_bf16, AMX" in render_markdown([report])
     assert "icnet, OpenVINO int8: 3.0x faster than PyTorch fp32, +0.30 mIoU lost on val; **met**" in text
     assert "aticnet, OpenVINO int8: 2.4x faster than PyTorch fp32, +1.00 mIoU lost on val; **not met**" in text
     assert ("icnet: fastest PyTorch fp32 (PyTorch fp32) 300 ms vs OpenVINO fp32 250 ms; **met**: OpenVINO is faster, "
@@ -379,3 +381,30 @@ def test_gpu_targets_judge_fp16_frames_and_the_steady_loader():
     # fed = min(end to end, steady loader) / step: icnet 95 / 100 met; aticnet 95 / 200 not
     assert "icnet: step 100 images/s, loader 95 in steady state: fed 95%; **met**" in text
     assert "aticnet: step 200 images/s, loader 95 in steady state: fed 48%; **not met**" in text
+
+
+def test_stream_report_renders_the_ratio_the_stages_and_each_target():
+    def stats(fps, p95, dropped, frames_in=150):
+        return {"fps": fps, "dropped": dropped, "frames_in": frames_in,
+                "latency_ms": {"p50": 90, "p95": p95, "p99": 160},
+                "stage_ms": {"decode": {"median": 4.0, "p95": 9}, "infer": {"median": 30.0, "p95": 40},
+                             "render": {"median": 12.5, "p95": 20}}}
+
+    report = {"mode": "stream", "command": "python benchmarks/stream.py", "device": "cpu", "threads": 2, "torch": "2",
+              "cpu": {"model": "Some CPU", "avx512_vnni": True}, "size": [960, 720], "frames": 150, "rate": 30,
+              "infer_scale": 0.5, "weights": "m.int8.xml",
+              "network_alone": {"fps": 40.0, "median_ms": 25.0, "backend": "openvino"},
+              "end_to_end": stats(36.0, 300, 0), "live": stats(28.0, 140, 12), "end_to_end_over_network": 0.9}
+    text = render_markdown([report])
+    assert ("| `aticnet stream --file` (every frame kept; decode, infer, encode overlapped) | 36.0 | "
+            "90 / 300 / 160 | 0 |") in text
+    assert "| 28.0 | 90 / 140 / 160 | 12 of 150 |" in text
+    assert "decode 4.0 ms, infer 30.0 ms, render 12.5 ms" in text
+    assert ("end to end 0.90x the network alone (**met**, target >= 0.85x); 36.0 frames/s (**met**, target >= 25 on a "
+            "CPU with VNNI); live at 30 frames/s: p95 140 ms (**met**, target <= 150 ms; the network alone takes "
+            "25 ms") in text
+    report.update(end_to_end_over_network=0.8, live=stats(20.0, 151, 40),
+                  cpu={"model": "Some CPU", "avx512_vnni": False})
+    text = render_markdown([report])
+    assert "0.80x the network alone (**not met**" in text and "p95 151 ms (**not met**" in text
+    assert "the 25 frames/s target is for a CPU with VNNI; this one has none" in text

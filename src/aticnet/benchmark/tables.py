@@ -66,7 +66,11 @@ def _machine(r: dict[str, Any]) -> str:
     where = r.get("gpu") if r["device"] == "cuda" else r["cpu"]["model"]
     cpu = r.get("cpu", {})
     flags = [f for f in CPU_FLAGS if cpu.get(f)]
-    extra = f", CPU flags: {', '.join(flags)}" if r["device"] == "cpu" and flags else ""
+    extra = ""
+    if r["device"] == "cpu" and flags:
+        extra = f", CPU flags: {', '.join(flags)}"
+    elif r["device"] == "cpu" and any(f in cpu for f in CPU_FLAGS):  # read, and none there (AVX2 at most)
+        extra = ", CPU flags: none of avx512_vnni, avx512_bf16, AMX"
     return (
         f"{r['device']} ({where}{extra}), {r['threads']} threads, backend {r.get('backend', '?')}, "
         f"torch {r['torch']}, torchvision {r.get('torchvision', '?')}"
@@ -207,7 +211,10 @@ def stream_table(r: dict[str, Any]) -> list[str]:
             f"| `aticnet stream --file` (every frame kept; decode, infer, encode overlapped) | {e2e['fps']:.1f} | "
             f"{_latency(e2e)} | {e2e['dropped']} |",
             f"| `aticnet stream --live` (the file read at {r['rate']} frames/s, newest frame wins) | {live['fps']:.1f} | "
-            f"{_latency(live)} | {live['dropped']} of {live['frames_in']} |"]
+            f"{_latency(live)} | {live['dropped']} of {live['frames_in']} |", "",
+            "Per frame in `stream --file` (medians, the stages sharing the cores): "
+            + ", ".join(f"{stage} {t['median']:.1f} ms" for stage, t in e2e.get("stage_ms", {}).items())
+            + " (render: the overlay and the H.264 encoding)."]
 
 
 def _latency(stats: dict[str, Any]) -> str:
