@@ -10,6 +10,8 @@ from __future__ import annotations
 import _thread
 import itertools
 import socket
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -288,3 +290,39 @@ def test_udp_sink_to_udp_source(tmp_path):
     reader.join(1)
     assert received and received[0].kind == "url" and received[0].live
     assert received[1:] and set(received[1:]) == {(H, W, 3)}
+
+
+def test_rtsp_sink_publishes_to_an_rtsp_source():
+    """A stream published to rtsp:// by a VideoWriter in another process, read by ``open_source`` listening at that
+    URL (``rtsp_flags=listen``, as ``aticnet stream URL --input-option rtsp_flags=listen`` does): decoded at its
+    size, over TCP."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"rtsp://127.0.0.1:{port}/live"
+    publisher = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from fractions import Fraction
+import numpy as np
+from aticnet.inference.video import VideoWriter
+from aticnet.utils.errors import UserError
+for _ in range(75):  # until the reader listens
+    try:
+        writer = VideoWriter({url!r}, Fraction(25))
+        break
+    except UserError:
+        time.sleep(0.2)
+for i in range(750):
+    writer.write(np.full(({H}, {W}, 3), i % 200, np.uint8))
+    time.sleep(0.02)
+writer.close()
+"""])
+    try:
+        source = open_source(url, options={"rtsp_flags": "listen"})
+        shapes = [image.shape for image in itertools.islice(source.frames, 6)]
+        source.close()
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert source.kind == "url" and source.live
+    assert shapes == [(H, W, 3)] * 6

@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames from the source")
     p.add_argument("--input-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                    help="an FFmpeg input option, repeatable (camera: video_size=1280x720, framerate=30, "
-                        "input_format=mjpeg)")
+                        "input_format=mjpeg; rtsp_flags=listen: receive a stream published to SOURCE)")
     add_json(p, "the stats")
     p.set_defaults(func=run)
 

@@ -117,6 +117,8 @@ def _open_input(av: Any, spec: str, kind: str, options: dict[str, str]) -> Any:
         net = dict(LOW_DELAY_INPUT)
         if spec.lower().startswith(("rtsp://", "rtsps://")):
             net["rtsp_transport"] = "tcp"  # no lost UDP packets, no smeared frames
+            if "listen" in options.get("rtsp_flags", ""):  # FFmpeg's default (-1: forever) fails to open its socket
+                net["listen_timeout"] = str(round(OPEN_TIMEOUT_S))
         return av.open(spec, options={**net, **options}, timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
     if not Path(spec).is_file():
         raise UserError(f"{spec}: no such video file")
