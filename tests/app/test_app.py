@@ -90,7 +90,7 @@ def test_segment_image_two_models(segs, scene):
         assert html.escape(name) in legend
     half = segment_image(segs, image, alpha=0.5).overlays[0]
     blend = (0.5 * image.astype(np.float32) + 0.5 * palette_image(segs[0], labels[0]).astype(np.float32)).round()
-    assert np.array_equal(half, blend.astype(np.uint8))
+    assert np.abs(half.astype(int) - blend).max() <= 1  # the overlay's 1/256 alpha steps: within one level
 
 
 def spying(seg, seen: list):
