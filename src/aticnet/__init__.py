@@ -36,7 +36,7 @@ _LAZY = {
     "measure_latency": "inference.timing",
     "time_interleaved": "inference.timing",
     "build_dataset": "data",
-    "cpu_info": "benchmark.machine",
+    "cpu_info": "utils.cpu",
     "machine_info": "benchmark.machine",
     "compare_models": "visualization.figures",
     "plot_runs": "visualization.figures",
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports these on first use
-    from .benchmark.machine import cpu_info, machine_info
+    from .benchmark.machine import machine_info
     from .data import build_dataset
     from .deploy import hub
     from .deploy.export import export
@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from .training.config import TrainConfig, load_config
     from .training.run_dir import read_metrics
     from .training.trainer import train
+    from .utils.cpu import cpu_info
     from .visualization.figures import compare_models, plot_runs
 
 

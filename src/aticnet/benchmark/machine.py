@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..inference.timing import Entry, synchronize
-from ..utils.cpu import CPU_FLAGS, cpu_info  # noqa: F401  (re-exported: aticnet.cpu_info)
+from ..utils.cpu import cpu_info
 from ..utils.errors import UserError
 from .models import Variant, build_benchmark_model, prepare
 

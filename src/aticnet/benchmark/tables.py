@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .machine import CPU_FLAGS
+from ..utils.cpu import CPU_FLAGS
 
 
 def _is_train(r: dict[str, Any]) -> bool:
@@ -67,10 +67,8 @@ def _machine(r: dict[str, Any]) -> str:
     cpu = r.get("cpu", {})
     flags = [f for f in CPU_FLAGS if cpu.get(f)]
     extra = ""
-    if r["device"] == "cpu" and flags:
-        extra = f", CPU flags: {', '.join(flags)}"
-    elif r["device"] == "cpu" and any(f in cpu for f in CPU_FLAGS):  # read, and none there (AVX2 at most)
-        extra = ", CPU flags: none of avx512_vnni, avx512_bf16, AMX"
+    if r["device"] == "cpu" and any(f in cpu for f in CPU_FLAGS):  # the flags were read (Linux on x86)
+        extra = f", CPU flags: {', '.join(flags) or 'none of avx512_vnni, avx512_bf16, AMX'}"
     return (
         f"{r['device']} ({where}{extra}), {r['threads']} threads, backend {r.get('backend', '?')}, "
         f"torch {r['torch']}, torchvision {r.get('torchvision', '?')}"

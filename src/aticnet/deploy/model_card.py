@@ -89,7 +89,8 @@ def build_model_card(model: nn.Module, meta: dict[str, Any], *, run: RunRecord |
 def _intro(model: nn.Module, meta: dict[str, Any], run: RunRecord | None, repo_id: str | None) -> list[str]:
     cfg = model.config
     dataset = meta.get("dataset") or ((run.train_config or {}).get("dataset") if run else None)
-    where = repo_id or meta.get("shipped", {}).get("name") or "PATH_OR_REPO_ID"  # shipped: its name loads it
+    shipped = meta.get("shipped", {}).get("name")  # a shipped model loads by its name
+    where = repo_id or shipped or "PATH_OR_REPO_ID"
     return [
         f"# {cfg.name} (width {cfg.width:g}){f' on {dataset}' if dataset else ''}",
         "",
@@ -101,7 +102,7 @@ def _intro(model: nn.Module, meta: dict[str, Any], run: RunRecord | None, repo_i
         "",
         "```python",
         "import aticnet",
-        f'm = aticnet.from_pretrained("{where}")   # {"shipped with aticnet" if where == meta.get("shipped", {}).get("name") else "a folder or a Hub repo id"}',
+        f'm = aticnet.from_pretrained("{where}")   # {"shipped with aticnet" if where == shipped else "a folder or a Hub repo id"}',
         'labels = m.predict("street.png")          # H x W class ids (uint8 tensor) at the image\'s size',
         'picture = m.overlay("street.png", labels)   # H x W x 3 uint8, class colours over the image',
         "```",
