@@ -1,4 +1,4 @@
-"""The CUDA paths on one GPU, measured in about ten minutes by one prepared run.
+"""The CUDA paths on one GPU (two where there are), measured in about ten minutes by one prepared run.
 
     tools/gpu_check.sh OUT                     # the whole check (what a lent GPU runs)
     python tools/gpu_check.py --out OUT        # the same, stage by stage; --stages tests resume ... for some
@@ -7,13 +7,16 @@
 Stages, each in its own process with its own time limit, so that one that fails or hangs costs only itself:
 
 * ``env``: GPU, driver, torch, CUDA and cuDNN versions, TF32 flags;
-* ``tests``: the tests marked ``cuda`` (mixed precision across a resume, channels-last weights, one wait per step,
+* ``tests``: the tests marked ``cuda`` (mixed precision across a resume, channels-last weights, no wait in a step,
   NCCL collectives, evaluation equal to the CPU's, the benchmark's variants);
+* ``training``: ``aticnet benchmark --train`` of ICNet and AtICNet at 1024x2048 frames and 720 crops, batch 16,
+  fp16: the step alone one change at a time (baseline, channels_last, fused, compile), the pipeline per cache mode
+  (none, memory, device) and each model fed by each pipeline over 100 steps;
+* ``torchrun``: ``aticnet train --cache device`` on one GPU and under torchrun on two (skipped with fewer);
 * ``resume``: ICNet in fp16 and AtICNet in bf16 trained briefly on synthetic scenes, each once unbroken and once
   stopped by SIGTERM midway and resumed; the losses after the resume against the unbroken run's;
 * ``max_batch``: the largest training batch of 1024x2048 frames that fits (fp16 autocast, AdamW), per model;
-* ``inference``: ``aticnet benchmark`` at 1024x2048, batch 1: as built, BN folded, fp16, fp16 compiled with CUDA graphs;
-* ``training``: ``aticnet benchmark --train``: the step on device-resident data against loader + step.
+* ``inference``: ``aticnet benchmark`` at 1024x2048, batch 1: as built, BN folded, fp16, fp16 compiled with CUDA graphs.
 
 Writes OUT/summary.json (what each stage found, its return code and seconds) and OUT/gpu_inference.json,
 OUT/gpu_train.json (benchmark reports); ``aticnet benchmark --report-from`` renders them, with the summary,
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("env", "tests", "inference", "training", "resume", "max_batch")  # the most wanted first
-LIMITS = {"env": 30, "tests": 150, "inference": 150, "training": 120, "resume": 90, "max_batch": 60}
+STAGES = ("env", "tests", "training", "torchrun", "inference", "resume", "max_batch")  # the most wanted first
+LIMITS = {"env": 30, "tests": 150, "training": 330, "torchrun": 150, "inference": 150, "resume": 90, "max_batch": 60}
 
 
 def run(cmd: list[str], limit: float, log: Path, env: dict[str, str] | None = None) -> tuple[int, float]:
@@ -137,7 +141,8 @@ def stage_resume(args: argparse.Namespace) -> dict[str, Any]:
         rel = [abs(got[s] - want[s]) / max(abs(want[s]), 1e-9) for s in after]
         rows = [r for r in read_metrics(whole) if r.get("kind") == "train"]
         rates = [r["images_per_s"] for r in rows[len(rows) // 2:]]
-        results[key] = {"rc": [rc_whole, rc_cut, rc_resume], "stopped_at": stopped_at, "steps_compared": len(after),
+        results[key] = {"rc": [rc_whole, rc_cut, rc_resume], "steps": steps, "stopped_at": stopped_at,
+                        "steps_compared": len(after),
                         "max_rel_loss_diff": max(rel) if rel else None, "all_steps": sorted(got) == list(range(1, steps + 1)),
                         "images_per_s": sorted(rates)[len(rates) // 2] if rates else None, "seconds_whole": s_whole,
                         "final_loss": want.get(steps)}
@@ -153,7 +158,7 @@ def largest_batch(model_name: str, size: tuple[int, int], device: str, cap: int)
     from aticnet.training.config import TrainConfig
     from aticnet.training.losses import CascadeLoss
     from aticnet.training.state import TrainState
-    from aticnet.training.trainer import agree, apply_update, forward_loss
+    from aticnet.training.step import apply_update, finite_everywhere, forward_loss
 
     dev = torch.device(device)
     precision = "16" if device == "cuda" else "bf16"
@@ -170,7 +175,7 @@ def largest_batch(model_name: str, size: tuple[int, int], device: str, cap: int)
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             loss, _ = forward_loss(model, criterion, images, labels, config)
-            apply_update(model, state, loss, agree(loss).finite, config)
+            apply_update(model, state, loss, finite_everywhere(loss), config)
             if device == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
@@ -225,21 +230,58 @@ def stage_inference(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stage_training(args: argparse.Namespace) -> dict[str, Any]:
+    """``aticnet benchmark --train``: the step alone one change at a time, the pipeline per cache mode, end to end."""
     out = args.out / "gpu_train.json"
-    quick = ["--crop-size", "128", "--batch-size", "2", "--steps", "3", "--pipeline-batches", "3",
-             "--data-size", "256x512", "--data-images", "8", "--workers", "2", "--width", "0.25"]
-    full = ["--crop-size", "720", "--batch-size", "16", "--steps", "20", "--warmup", "3", "--pipeline-batches", "20",
-            "--data-size", "1024x2048", "--data-images", "32", "--workers", "14"]
+    quick = ["--crop-size", "128", "--batch-size", "2", "--steps", "3", "--warmup", "1", "--pipeline-batches", "3",
+             "--end-to-end-steps", "4", "--data-size", "256x512", "--data-images", "8", "--workers", "2",
+             "--width", "0.25", "--step-variants", "baseline,fused"]
+    full = ["--crop-size", "720", "--batch-size", "16", "--steps", "30", "--warmup", "5", "--pipeline-batches", "30",
+            "--end-to-end-steps", "100", "--data-size", "1024x2048", "--data-images", "24", "--workers", "14",
+            "--step-variants", "baseline,channels_last,fused,compile"]
     cmd = aticnet("benchmark", "--train", "--device", args.device, "--models", "icnet,aticnet",
-                  "--precision", "16" if args.device == "cuda" else "bf16", *(quick if args.quick else full),
-                  "--json", str(out))
+                  "--cache", "none,memory,device", "--precision", "16" if args.device == "cuda" else "32",
+                  *(quick if args.quick else full), "--json", str(out))
     rc, seconds = run(cmd, LIMITS["training"] - 10, args.out / "training.log")
     found: dict[str, Any] = {"rc": rc, "seconds": seconds, "json": out.name if out.is_file() else None}
     if out.is_file():
         report = json.loads(out.read_text())
-        found["feeds"] = {m: round(report["end_to_end"][m]["images_per_s"] / s["images_per_s"], 3)
-                          for m, s in report["step"].items() if m in report.get("end_to_end", {})}
+        found["feeds"] = {f"{m}/{mode}": round(e["images_per_s"] / report["step"][m]["images_per_s"], 3)
+                          for mode, by_model in report["end_to_end"].items() for m, e in by_model.items()}
     return found
+
+
+def stage_torchrun(args: argparse.Namespace) -> dict[str, Any]:
+    """Training with ``--cache device`` on one GPU, then under torchrun on two (skipped with fewer): images/s."""
+    import torch
+
+    gpus = torch.cuda.device_count() if args.device == "cuda" else 0
+    if gpus < 2 and not args.quick:
+        return {"skipped": f"{gpus} GPU(s)"}
+    data = synthetic(args, (256, 512) if args.quick else (1024, 2048), 8 if args.quick else 24)
+    steps = 6 if args.quick else 120
+    common = ["train", "--dataset", "synthetic", "--data-root", str(data), "--device", args.device, "--val-split", "",
+              "--cache", "device", "--cache-dir", str(args.work / "frames"), "--crop-size", "128" if args.quick else "720",
+              "--batch-size", "4" if args.quick else "32", "--max-steps", str(steps), "--log-every", str(steps // 3),
+              "--save-every", "0", "--precision", "16" if args.device == "cuda" else "32", "--optimizer", "adamw"]
+    if args.quick:
+        common += ["--width", "0.125"]
+    results: dict[str, Any] = {}
+    for procs in (1, 2):
+        out = args.work / f"torchrun_{procs}"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m",
+                "aticnet", *common] if procs > 1 else aticnet(*common))
+        rc, seconds = run([*cmd, "--out", str(out)], 120, args.out / f"torchrun_{procs}.log")
+        rows = [r for r in read_rows(out) if r.get("kind") == "train"]
+        results[f"{procs}_process"] = {"rc": rc, "seconds": round(seconds, 1),
+                                       "images_per_s": rows[-1]["images_per_s"] if rows else None}
+    return results
+
+
+def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    from aticnet.training.run_dir import read_metrics
+
+    return read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
 
 
 # ----------------------------------------------------------------------------- driver
@@ -271,8 +313,25 @@ def main() -> int:
             result = {"error": lines[-3:]}
         summary["stages"][name] = {"rc": rc, "seconds": round(seconds, 1), "result": result}
         summary_path.write_text(json.dumps(summary, indent=1) + "\n")  # after every stage: a cut run keeps the rest
+        (args.out / "gpu_check.json").write_text(json.dumps(report_of(summary), indent=1) + "\n")
         print(f"{name}: rc {rc}, {seconds:.0f} s", flush=True)
     return 0
+
+
+def report_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary as the report ``aticnet benchmark --report-from`` renders (mode ``gpu_check``)."""
+    found = {name: stage["result"] for name, stage in summary["stages"].items()}
+    resume = {}
+    for key, res in (found.get("resume") or {}).items():
+        if isinstance(res, dict) and "stopped_at" in res:
+            diff = res.get("max_rel_loss_diff")
+            resume[key] = {"stopped_at": res["stopped_at"], "steps": res.get("steps"),
+                           "resumed_to_end": res["rc"] == [0, 0, 0] and res["all_steps"],
+                           "note": "" if diff is None else f"Largest relative loss difference after the resume: {diff:.1e}."}
+    return {"mode": "gpu_check", "device": summary["device"], "command": summary["command"],
+            "env": found.get("env", {}), "tests": found.get("tests", {}),
+            "max_batch": {k: v for k, v in (found.get("max_batch") or {}).items() if isinstance(v, dict)},
+            "resume": resume, "torchrun": found.get("torchrun")}
 
 
 if __name__ == "__main__":

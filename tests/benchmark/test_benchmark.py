@@ -216,25 +216,24 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_training_throughput_reports_step_and_pipeline():
+def test_training_throughput_reports_step_pipelines_and_end_to_end(tmp_path):
     r = benchmark_training(
-        ["icnet"],
-        crop=64,
-        batch=2,
-        workers=0,
-        steps=1,
-        warmup=0,
-        pipeline_batches=2,
-        width=0.125,
-        data_size=(64, 128),
-        data_images=4,
+        ["icnet"], crop=64, batch=2, workers=1, caches=("none", "memory", "device"),
+        step_variants=("baseline", "fused"), steps=2, warmup=1, pipeline_batches=2, end_to_end_steps=3,
+        width=0.125, data_size=(64, 128), data_images=4,
     )
-    assert r["pipeline"]["images_per_s"] > 0
-    assert r["step"]["icnet"]["images_per_s"] > 0 and r["end_to_end"]["icnet"]["images_per_s"] > 0
-    assert r["bound"] in ("data pipeline", "training step")
-    pipe, step = r["pipeline"]["images_per_s"], r["step"]["icnet"]["images_per_s"]
-    assert f"icnet: pipeline {pipe:.2f} images/s vs step {step:.2f}" in render_markdown([r])
-    json.dumps(r)
+    assert set(r["pipelines"]) == {"none", "memory", "device"} and set(r["cache_build_s"]) == {"memory", "device"}
+    assert all(p["images_per_s"] > 0 and p["batches"] == 2 for p in r["pipelines"].values())
+    assert r["pipelines"]["device"]["workers"] == 0 and r["pipelines"]["memory"]["workers"] == 1
+    assert set(r["step_variants"]["icnet"]) == {"baseline", "fused"} and r["step"]["icnet"]["variant"] == "fused"
+    assert {mode: set(by_model) for mode, by_model in r["end_to_end"].items()} == {m: {"icnet"} for m in r["caches"]}
+    assert all(e["steps"] == 3 for by_model in r["end_to_end"].values() for e in by_model.values())
+    assert {b["icnet"] for b in r["bound"].values()} <= {"data pipeline", "training step"}
+    text = render_markdown([json.loads(json.dumps(r))])
+    pipe, step = r["pipelines"]["memory"]["images_per_s"], r["step"]["icnet"]["images_per_s"]
+    assert f"--cache memory, icnet: pipeline {pipe:.2f} images/s vs step {step:.2f}" in text
+    assert "| training step icnet (baseline), random data on the device |" in text
+    assert "| icnet end to end, `--cache device` (" in text
 
 
 def test_requests_this_machine_cannot_time_are_refused_before_any_work():

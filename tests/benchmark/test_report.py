@@ -79,7 +79,7 @@ def test_markdown_targets_met_and_distances():
     assert "480 ms / ICNet 400 ms = 1.20x; **met**" in text
     assert "plain: 600 ms" in text and "**met**" in text  # 60 GFLOPs in 0.6 s = 100 GFLOP/s >= 87.5
     assert "aticnet 900 ms vs LRASPP 700 ms (LRASPP / ours = 0.78); **not met**: 1.29x slower" in text
-    assert "pipeline 3.00 images/s vs step 1.50; **met**" in text
+    assert "--cache none, icnet: pipeline 3.00 images/s vs step 1.50; **met**" in text
     assert "| icnet | fast | 400 | 1.50x | plain -> fast | 1.50x | pays |" in text
 
 
@@ -135,8 +135,8 @@ def test_gpu_targets_judge_fp16_frames_and_the_steady_loader():
     assert "aticnet fast+16: 200 frames/s (5.00 ms); **not met** (1.25x short)" in text  # 250 / 200
     assert "icnet fast:" not in text  # fp32 rows do not judge an fp16 target
     # fed = min(end to end, steady loader) / step: icnet 95 / 100 met; aticnet 95 / 200 not
-    assert "icnet: step 100 images/s, loader 95 in steady state: fed 95%; **met**" in text
-    assert "aticnet: step 200 images/s, loader 95 in steady state: fed 48%; **not met**" in text
+    assert "--cache none, icnet: step 100 images/s, pipeline 95 in steady state: fed 95%; **met**" in text
+    assert "--cache none, aticnet: step 200 images/s, pipeline 95 in steady state: fed 48%; **not met**" in text
 
 
 def test_stream_report_renders_the_ratio_the_stages_and_each_target():

@@ -139,8 +139,45 @@ def test_augmentation_on_the_device_draws_as_the_cpu_and_cuts_the_same_window():
         assert (denormalise(images[0]) - denormalise(want_image)).abs().max() <= 2
 
 
-def test_deferred_draws_refuse_colour_jitter():
-    import pytest
+def test_colour_jitter_on_the_device_equals_the_cpu_jitter():
+    """At scale 1 both resizes are the identity: the device's jitter, crop and normalisation give the CPU's bits."""
+    from aticnet.data.device_augment import augment_on_device
 
-    with pytest.raises(ValueError, match="colour jitter runs on the CPU"):
-        TrainTransform(64, mean=MEAN, std=STD, color_jitter=(0.4, 0.4, 0.4, 0.1), defer=True)
+    jitter = (0.4, 0.4, 0.4, 0.1)
+    on_cpu = TrainTransform(160, scale_range=(1.0, 1.0), color_jitter=jitter, mean=MEAN, std=STD)
+    deferred = TrainTransform(160, scale_range=(1.0, 1.0), color_jitter=jitter, mean=MEAN, std=STD, defer=True)
+    plain = TrainTransform(160, scale_range=(1.0, 1.0), mean=MEAN, std=STD)
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    for seed in range(4):
+        want_image, want_label = sample(on_cpu, seed)
+        frame, frame_label, draws = sample(deferred, seed)
+        assert torch.equal(frame, stripes()[0])  # the loader's processes leave the colours alone
+        images, labels = augment_on_device(frame[None], frame_label[None], draws[None], (160, 160), mean, std)
+        assert torch.equal(labels[0], want_label) and torch.equal(images[0], want_image)
+        assert not torch.equal(images[0], sample(plain, seed)[0])  # and the jitter did change the colours
+
+
+def test_draws_cross_a_process_boundary_as_one_row():
+    from aticnet.data.transforms import Draws
+
+    jittered = TrainTransform(64, color_jitter=(0.4, 0.0, 0.4, 0.1), mean=MEAN, std=STD)
+    for transform in (jittered, TrainTransform(64, mean=MEAN, std=STD)):
+        torch.manual_seed(3)
+        draws = transform.draw(200, 256)
+        assert Draws.from_row(draws.to_row().tolist()) == draws
+    assert draws.jitter is None
+    torch.manual_seed(3)
+    with_jitter = jittered.draw(200, 256)
+    assert with_jitter.jitter["contrast_factor"] is None and sorted(with_jitter.jitter["fn_idx"]) == [0, 1, 2, 3]
+
+
+def test_bytes_normalised_on_the_device_equal_the_cpu_transforms():
+    """The one normalisation of uint8 frames on a device (training and evaluation) gives EvalTransform's bits."""
+    from aticnet.data import EvalTransform
+    from aticnet.evaluation.evaluate import normalize_on_device
+
+    image, label = stripes()
+    want, _ = EvalTransform(mean=MEAN, std=STD)(image, label)
+    raw, _ = EvalTransform(mean=MEAN, std=STD, uint8=True)(image, label)
+    assert raw.dtype == torch.uint8
+    assert torch.equal(normalize_on_device(raw[None], MEAN, STD)[0], want)

@@ -92,6 +92,9 @@ def test_ohem_skips_ignored_pixels_and_weights_classes():
     got = cross_entropy(logits, labels, weight=weights, ignore_index=255, ohem=OHEM(threshold=0.9, min_kept=5))
     expected = (2.0 * ce([0, 1], 0) + 1.0 * ce([1, 0], 1)) / 3.0
     assert got.item() == pytest.approx(expected)
+    # min_kept 1, nothing under the threshold: the hardest valid pixel, however many ignored ones there are
+    got = cross_entropy(logits, labels, weight=None, ignore_index=255, ohem=OHEM(threshold=0.0, min_kept=1))
+    assert got.item() == pytest.approx(max(ce([0, 1], 0), ce([1, 0], 1)))
 
 
 def test_aux_weight_presets_and_their_use_in_configs():

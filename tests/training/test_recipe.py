@@ -23,7 +23,8 @@ from aticnet.training.recipe import (
     class_weights_for,
     parameter_groups,
 )
-from aticnet.training.trainer import TrainState, train_step
+from aticnet.training.state import TrainState
+from aticnet.training.step import train_step
 from tests.helpers import make_folder_set, save
 
 

@@ -101,7 +101,7 @@ def test_moving_average_matches_the_formula():
 @pytest.mark.parametrize("precision", ["32", "bf16"])
 def test_a_step_needs_one_agreement_and_changes_the_weights(precision):
     from aticnet.training.losses import CascadeLoss
-    from aticnet.training.trainer import train_step
+    from aticnet.training.step import train_step
 
     state = tiny_state(precision)
     criterion = CascadeLoss(state.model.aux_keys, state.model.config.aux_weights)

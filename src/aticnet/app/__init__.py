@@ -1,8 +1,8 @@
 """``aticnet app``: a local web page (Gradio) to try trained models on pictures, videos and a webcam.
 
-* :mod:`.segment`: what the page does with an upload, as plain functions.
-* :mod:`.media`: reading uploads safely (kinds, sizes, limits).
-* :mod:`.ui`: the page itself (:func:`build_app`, :func:`launch_app`); Gradio is imported only there.
+* ``segment``: what the page does with an upload, as plain functions.
+* ``media``: reading uploads safely (kinds, sizes, limits).
+* ``ui``: the page itself (``build_app``, ``launch_app``); Gradio is imported only there.
 """
 
 from .media import (

@@ -1,6 +1,6 @@
 """Reading what a person uploads to the app: images (size limits, EXIF rotation) and videos.
 
-Every problem is an :class:`UploadError` whose message the page shows.
+Every problem is an ``UploadError`` whose message the page shows.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def fit_size(h: int, w: int, max_side: int) -> tuple[int, int]:
 def read_upload_image(path: str | Path, limits: Limits | None = None) -> tuple[np.ndarray, str]:
     """An uploaded image as H x W x 3 uint8 (EXIF-rotated, downscaled to ``limits.max_side``) and a note.
 
-    Raises :class:`UploadError` for a file that is not an image or is over ``limits.max_megapixels``
+    Raises ``UploadError`` for a file that is not an image or is over ``limits.max_megapixels``
     (checked from the header, before decoding)."""
     from torchvision.transforms.v2 import functional as F
 

@@ -40,9 +40,10 @@ class SegmentResult(NamedTuple):
 
 
 def load_segmenters(specs: Sequence[str | Path], device: str = "cpu", fast: bool = True,
-                    infer_scale: float = 1.0) -> list[Segmenter]:
+                    infer_scale: float | None = None) -> list[Segmenter]:
     """Load each shipped name, run directory, weights file, exported model (.onnx, .xml) or Hub folder; a spec that
-    is none of these is a Hub repo id. ``infer_scale`` is the scale the page starts at."""
+    is none of these is a Hub repo id. ``infer_scale`` is the scale the page starts at (None: each model's own, the
+    scale it was trained for)."""
     from ..inference.segmenter import load
     from ..models.pretrained import is_weights_name
 
@@ -54,7 +55,8 @@ def load_segmenters(specs: Sequence[str | Path], device: str = "cpu", fast: bool
             from ..deploy.hub import from_pretrained
 
             seg = from_pretrained(spec, device=device, fast=fast)
-            seg.infer_scale = float(infer_scale)
+            if infer_scale is not None:
+                seg.infer_scale = float(infer_scale)
             out.append(seg)
     return out
 
@@ -163,7 +165,7 @@ def segment_video(segmenters: Sequence[Segmenter], path: str | Path, out: str | 
                   infer_scale: float | None = None, limits: Limits | None = None,
                   progress: Callable[[float, str], None] | None = None) -> VideoResult:
     """Segment the first ``limits.max_frames`` frames of a video; write ``out`` (H.264 mp4) with the frame and each
-    model's overlay side by side. An unreadable or empty video raises :class:`UploadError`."""
+    model's overlay side by side. An unreadable or empty video raises ``UploadError``."""
     from ..inference.video import VideoWriter, video_frames
     from ..utils.errors import DataError
 
@@ -300,11 +302,11 @@ def segment_webcam_frame(segmenters: Sequence[Segmenter], frame: np.ndarray | No
 
     Args:
         segmenters: the loaded models. frame: H x W x 3 uint8 (RGB), or None before the camera sends one.
-        rate: the stream's :class:`FrameRate`, ticked once per frame.
+        rate: the stream's ``FrameRate``, ticked once per frame.
         alpha: the colours' opacity. infer_scale: the networks' scale (None: each model's own).
         max_side: larger frames are downscaled to this side first (a camera's 1080p costs 5x a 480p frame).
     Returns:
-        The :class:`WebcamUpdate`.
+        The ``WebcamUpdate``.
     """
     if frame is None:
         return WebcamUpdate(None, "Allow the camera, then press the record button.", 0.0, [])

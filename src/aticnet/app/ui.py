@@ -7,10 +7,10 @@ image or video, too large, an empty or unreadable video) give a message on the p
 tab streams the browser's camera through the models (Gradio streaming) and shows the overlay and
 the frames/s reached over the last frames.
 
-The processing is plain functions (:func:`segment_image`, :func:`segment_video`,
-:func:`process_upload`, :func:`segment_webcam_frame`), testable without a browser;
-:func:`build_app` wires them to Gradio (an optional extra: ``pip install 'aticnet[app]'``) and
-:func:`launch_app` serves it on 127.0.0.1 with analytics off and no share link.
+The processing is plain functions (``segment_image``, ``segment_video``,
+``process_upload``, ``segment_webcam_frame``), testable without a browser;
+``build_app`` wires them to Gradio (an optional extra: ``pip install 'aticnet[app]'``) and
+``launch_app`` serves it on 127.0.0.1 with analytics off and no share link.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def build_app(segmenters: Sequence[Segmenter], *, alpha: float = 0.5, limits: Li
 def webcam_tab(segmenters: Sequence[Segmenter], names: Sequence[str], alpha: float, start_scale: float,
                limits: Limits) -> None:
     """The webcam tab's components and its stream (inside an open ``gr.Tab``): the browser sends a camera frame
-    every :data:`WEBCAM_STREAM_EVERY` s, each model's overlay comes back with the frames/s reached."""
+    every ``WEBCAM_STREAM_EVERY`` s, each model's overlay comes back with the frames/s reached."""
     import gradio as gr
 
     gr.Markdown(f"Allow the camera, then press the record button: every frame is segmented by "

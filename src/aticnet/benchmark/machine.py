@@ -129,8 +129,16 @@ def cuda_peak_memory(entry: Entry, image: Tensor, device: torch.device) -> dict[
 
 
 def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """What a measurement ran on: device, threads, torch and torchvision versions, the CPU (:func:`cpu_info`), the
-    compute backend; on CUDA the GPU and its TF32 flags."""
+    """What a measurement ran on, stored with every benchmark report.
+
+    Args:
+        device: the device measured (``"cpu"``, ``"cuda"``).
+
+    Returns:
+        A dict of the device, the threads, the torch and torchvision versions, the CPU (as
+            [`aticnet.cpu_info`][aticnet.cpu_info] gives it) and the compute backend; on CUDA also the GPU and its
+            TF32 flags.
+    """
     import torchvision
 
     device = torch.device(device)

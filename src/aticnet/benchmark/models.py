@@ -1,4 +1,4 @@
-"""What the benchmark measures: our models and torchvision's peers, each run as a :class:`Variant`."""
+"""What the benchmark measures: our models and torchvision's peers, each run as a ``Variant``."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def prepare_deployed(path: str, variant: Variant, device: torch.device = torch.d
 def prepare(model: nn.Module, variant: Variant, device: torch.device) -> tuple[Callable[[Tensor], Tensor], Callable[[], Any]]:
     """(image -> labels callable, context factory) running ``model`` as ``variant`` says.
 
-    PyTorch: optimised variants go through :func:`optimize_for_inference` (the dtype becomes the
+    PyTorch: optimised variants go through ``optimize_for_inference`` (the dtype becomes the
     weights'); the plain variant in bf16/16 runs under autocast, as ``evaluate`` does. OpenVINO and
     onnxruntime get the model converted (and quantized, calibrated on synthetic scenes) here.
     """

@@ -126,8 +126,25 @@ def inference_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+PIPELINE_WHAT = {
+    "none": "decode + augment",
+    "memory": "decoded frames from a memory-mapped file + augment",
+    "device": "decoded frames on the device, augmented there, no loader process",
+}
+
+
+def train_views(r: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(pipelines, end to end, bound) of a ``--train`` report, each by cache mode ({mode: ...}). A report with a
+    single pipeline (no ``caches``) reads as ``--cache none``."""
+    if "pipelines" in r:
+        return r["pipelines"], r.get("end_to_end", {}), r.get("bound", {})
+    end_to_end = {"none": r["end_to_end"]} if r.get("end_to_end") else {}
+    bound = {"none": {name: r["bound"] for name in r["step"]}} if "bound" in r else {}
+    return {"none": r["pipeline"]}, end_to_end, bound
+
+
 def train_table(r: dict[str, Any]) -> list[str]:
-    p = r["pipeline"]
+    pipelines, end_to_end, bound = train_views(r)
     lines = [
         f"`{r.get('command')}`",
         "",
@@ -138,30 +155,42 @@ def train_table(r: dict[str, Any]) -> list[str]:
         "",
         "| what | images/s | ms per batch/step |",
         "| --- | ---: | ---: |",
-        f"| data pipeline: decode + augment, {p['workers']} worker(s) | {p['images_per_s']:.2f} | {p['batch_ms']:.0f} |",
     ]
+    for mode, p in pipelines.items():
+        built = r.get("cache_build_s", {}).get(mode)
+        lines.append(f"| data pipeline, `--cache {mode}`: {PIPELINE_WHAT[mode]}, {p['workers']} worker(s)"
+                     + (f" (built once in {built:.0f} s)" if built is not None else "")
+                     + f" | {p['images_per_s']:.2f} | {p['batch_ms']:.0f} |")
     alt = r.get("pipeline_composed")
     if alt:
         lines.append(
             f"| data pipeline with `ComposedTrainTransform` (the plain v2.Compose; same output), "
             f"{alt['workers']} worker(s) | {alt['images_per_s']:.2f} | {alt['batch_ms']:.0f} |"
         )
-    for name, s in r["step"].items():
-        lines.append(
-            f"| training step {name} (forward + backward + SGD, random data) | {s['images_per_s']:.2f} | {s['step_ms']:.0f} |"
-        )
+    variants = r.get("step_variants") or {name: {"": s} for name, s in r["step"].items()}
+    for name, by_variant in variants.items():
+        for variant, s in by_variant.items():
+            what = f" ({variant})" if variant else ""
+            lines.append(f"| training step {name}{what}, random data on the device | {s['images_per_s']:.2f} | "
+                         f"{s['step_ms']:.0f} |")
     for name, s in r.get("step_channels_last", {}).items():  # reports that also timed the step in channels-last
         lines.append(
             f"| training step {name} in channels_last (model and images NHWC) | {s['images_per_s']:.2f} | "
             f"{s['step_ms']:.0f} |"
         )
-    for name, s in r.get("end_to_end", {}).items():
-        lines.append(f"| {name} fed by the loader (both together) | {s['images_per_s']:.2f} | {s['step_ms']:.0f} |")
-    lines += ["", f"Training is bound by the **{r['bound']}**. Transform: `{p.get('transform', '?')}`."]
-    if r["threads"] <= 2 and r["device"] == "cpu":
+    for mode, by_model in end_to_end.items():
+        for name, s in by_model.items():
+            share = s["images_per_s"] / r["step"][name]["images_per_s"]
+            lines.append(f"| {name} end to end, `--cache {mode}` ({share:.2f}x the step alone) | "
+                         f"{s['images_per_s']:.2f} | {s['step_ms']:.0f} |")
+    lines.append("")
+    for mode, by_model in bound.items():
+        lines.append(f"With `--cache {mode}` training is bound by the "
+                     + ", ".join(f"**{what}** ({name})" for name, what in by_model.items()) + ".")
+    if r["threads"] <= 2 and r["device"] == "cpu" and end_to_end:
         lines.append(
             "On 2 cores the loader's workers and the training step share the same cores, so the "
-            "'together' rows are lower than either alone."
+            "end-to-end rows are lower than either alone."
         )
     return lines
 
@@ -187,6 +216,12 @@ def gpu_check_table(r: dict[str, Any]) -> list[str]:
     for key, res in r.get("resume", {}).items():
         lines += ["", f"- Kill and resume ({key}): SIGTERM at step {res['stopped_at']} of {res['steps']}, checkpoint "
                   f"written, resumed to the end: {'yes' if res['resumed_to_end'] else 'no'}. {res.get('note', '')}"]
+    runs = r.get("torchrun") or {}
+    if "2_process" in runs:
+        one, two = runs["1_process"]["images_per_s"], runs["2_process"]["images_per_s"]
+        lines += ["", f"- `aticnet train --cache device`, 720 crops, batch 32, fp16: one GPU {_fmt(one, '.0f')} images/s, "
+                  f"two under torchrun {_fmt(two, '.0f')} images/s"
+                  + (f" ({two / one:.2f}x)." if one and two else ".")]
     ab = r.get("pipeline_ab")
     if ab:
         lines += ["", f"Training loader on the GPU machine's host ({ab['cpu']}, {ab['cores']} cores), 1024x2048 PNG frames "

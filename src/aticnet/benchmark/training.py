@@ -1,26 +1,44 @@
-"""Training throughput: the training step against the data pipeline."""
+"""Training throughput: the training step alone, the data pipeline per ``--cache`` mode, and both together.
+
+* The step alone runs on one batch resident on the device, in variants that add one change each
+  ([`STEP_VARIANTS`][aticnet.benchmark.training.STEP_VARIANTS]: channels-last weights, a fused optimiser with no
+  read-back per step, ``torch.compile``), so each change shows its gain; the last variant is the trainer's.
+* The pipeline per cache mode delivers batches as the trainer takes them, on the device: ``none`` decodes every
+  sample in the loader's processes, ``memory`` copies decoded frames out of a memory-mapped file there, ``device``
+  makes the batches from frames resident on the device. Building a cache is timed apart.
+* End to end, per cache mode and model: the trainer's step fed by that pipeline, timed over a stretch of steps
+  (at least 100 by default) that starts once the batches the loader made before anyone asked are used up, so the
+  figure shows which side bounds training.
+"""
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import gc
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..data.cache import CACHE_MODES
 from ..inference.timing import synchronize
-from ..models import place_on_device
 from ..utils.errors import UserError
 from .machine import check_device, load_average, machine_info
 from .models import DEFAULT_TRAIN_MODELS, build_benchmark_model
 
-SCALE_RANGE = (0.5, 2.0)  # the paper's random rescale, for both data pipelines timed
+SCALE_RANGE = (0.5, 2.0)  # the paper's random rescale, for every data pipeline timed
+
+# Each variant adds one change to the one before it; the last is how ``aticnet train`` runs the step.
+STEP_VARIANTS: dict[str, dict[str, bool]] = {
+    "baseline": {"channels_last": False, "fused": False, "compile": False},  # NCHW, multi-tensor optimiser, 1 wait
+    "channels_last": {"channels_last": True, "fused": False, "compile": False},  # NHWC weights and activations
+    "fused": {"channels_last": True, "fused": True, "compile": False},  # fused optimiser, no wait per step
+    "compile": {"channels_last": True, "fused": True, "compile": True},  # and torch.compile (Inductor)
+}
 
 
 def synthetic_root_for(size: tuple[int, int], count: int, root: Path) -> Path:
@@ -29,103 +47,101 @@ def synthetic_root_for(size: tuple[int, int], count: int, root: Path) -> Path:
     return generate_synthetic(root, num_train=count, num_val=0, size=size, seed=0)
 
 
-def _rates(times: Sequence[float], per: int) -> dict[str, Any]:
-    median = statistics.median(times)
-    return {
-        "images_per_s": per / median,
-        "step_ms": 1000 * median,
-        "runs": len(times),
-        "step_min_ms": 1000 * min(times),
-        "step_max_ms": 1000 * max(times),
-    }
+def _rate(seconds: float, steps: int, per_step: int) -> dict[str, Any]:
+    return {"images_per_s": steps * per_step / seconds, "step_ms": 1000 * seconds / steps, "steps": steps}
 
 
-def time_train_steps(
-    name: str,
-    *,
-    crop: int,
-    batch: int,
-    steps: int,
-    warmup: int,
-    device: torch.device,
-    precision: str,
-    width: float | None,
-    num_classes: int,
-    batches: Callable[[], tuple[Tensor, Tensor]] | None = None,
-) -> dict[str, Any]:
-    """Training-step throughput on one random batch resident on the device (the step alone), or on ``batches()``
-    when given (end to end: loading and the copy to the device are timed too)."""
+def _step_setup(name: str, variant: str, *, crop: int, batch: int, device: torch.device, precision: str,
+                width: float | None, num_classes: int) -> Callable[[Tensor, Tensor], None]:
+    """One training step of ``name`` as ``variant`` runs it: a function of (images, labels) on the device."""
+    from ..models import place_on_device
     from ..training.config import TrainConfig
     from ..training.losses import CascadeLoss
-    from ..training.trainer import TrainState, train_step
+    from ..training.recipe import build_optimizer, build_scheduler
+    from ..training.state import TrainState
+    from ..training.step import Compiled, apply_update, finite_everywhere, forward_loss
 
-    model = place_on_device(build_benchmark_model(name, width=width, num_classes=num_classes), device).train()
+    options = STEP_VARIANTS[variant]
+    model = build_benchmark_model(name, width=width, num_classes=num_classes)
+    if hasattr(model, "config") and not options["channels_last"]:
+        model.config = dataclasses.replace(model.config, channels_last=False)
+    model = place_on_device(model, device).train()
     config = TrainConfig(model=name, crop_size=crop, batch_size=batch, max_steps=10**6, precision=precision)
     criterion = CascadeLoss(model.aux_keys, model.config.aux_weights).to(device)
     state = TrainState(model, config)
-    gen = torch.Generator().manual_seed(0)
+    if not options["fused"]:  # the multi-tensor optimiser, which reads the loss's verdict back every step
+        state.optimizer = build_optimizer(model, config, fused=False)
+        state.scheduler = build_scheduler(state.optimizer, config)
+        state.skips_on_device = False
+    forward = Compiled(model) if options["compile"] else model
 
-    def random_batch() -> tuple[Tensor, Tensor]:
-        images = torch.randn(batch, 3, crop, crop, generator=gen)
-        labels = torch.randint(0, num_classes, (batch, crop, crop), generator=gen)
-        return images, labels
+    def step(images: Tensor, labels: Tensor) -> None:
+        loss, _ = forward_loss(forward, criterion, images, labels, config)
+        apply_update(forward, state, loss, finite_everywhere(loss), config)
 
-    if batches is None:  # the step alone: one batch made on the device before timing, reused
-        resident = tuple(t.to(device) for t in random_batch())
-        source: Callable[[], tuple[Tensor, Tensor]] = lambda: resident  # noqa: E731
-    else:
-        source = batches
-    times = []
-    for i in range(warmup + steps):
-        synchronize(device)
-        start = time.perf_counter()
-        images, labels = source()
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        train_step(model, criterion, state, images, labels, config)
-        synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return _rates(times, batch)
+    return step
 
 
-def batches_of(loader, device: torch.device | None = None, crop: tuple[int, int] | None = None
-               ) -> Callable[[], tuple[Tensor, Tensor]]:
-    """A function returning the loader's next (images, labels); with ``device``, on it as the trainer puts them there
-    (uint8 images normalised, or whole frames rescaled and cropped to ``crop``, on the device:
-    :func:`~aticnet.data.loader.batch_to_device`)."""
-    from ..data.loader import batch_to_device
+def time_train_steps(name: str, *, crop: int, batch: int, steps: int, warmup: int, device: torch.device,
+                     precision: str, width: float | None, num_classes: int, variant: str = "fused",
+                     batches: Callable[[], tuple[Tensor, Tensor]] | None = None) -> dict[str, Any]:
+    """Images/s of the training step over a stretch of ``steps`` steps after ``warmup`` untimed ones: on one random
+    batch resident on the device (the step alone), or on ``batches()`` (end to end: whatever makes the batches is
+    timed too). The device is waited for only at the stretch's two ends."""
+    step = _step_setup(name, variant, crop=crop, batch=batch, device=device, precision=precision, width=width,
+                       num_classes=num_classes)
+    if batches is None:
+        gen = torch.Generator().manual_seed(0)
+        resident = (torch.randn(batch, 3, crop, crop, generator=gen).to(device),
+                    torch.randint(0, num_classes, (batch, crop, crop), generator=gen).to(device))
+        batches = lambda: resident  # noqa: E731
+    for _ in range(warmup):
+        step(*batches())
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(*batches())
+    synchronize(device)
+    return {**_rate(time.perf_counter() - start, steps, batch), "variant": variant}
+
+
+def _trainer_batches(train_set: Any, mode: str, *, batch: int, workers: int, device: torch.device, crop: int,
+                     frames: Any) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches on the device as ``aticnet train`` makes them with ``--cache mode`` (frames: the decoded cache)."""
+    from ..data.cache import DeviceBatches, DeviceFrames
+    from ..data.loader import StreamSampler, batch_to_device, train_loader
     from ..models.config import IMAGENET_MEAN, IMAGENET_STD
 
-    it = iter(loader)
-    normalize = None if device is None else tuple(torch.tensor(v, device=device).view(1, -1, 1, 1)
-                                                  for v in (IMAGENET_MEAN, IMAGENET_STD))
+    normalize = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    if mode == "device":
+        sampler = StreamSampler(len(train_set), batch, seed=0)
+        source: Any = DeviceBatches(DeviceFrames(frames, device), train_set.transform, sampler)
+    else:
+        train_set.decoded = frames
+        source = train_loader(train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers)
+    try:
+        for *parts, _errors in source:
+            yield batch_to_device(tuple(parts), device, normalize, (crop, crop))
+    finally:
+        train_set.decoded = None
 
-    def next_batch() -> tuple[Tensor, Tensor]:
-        *batch, _skipped = next(it)
-        return tuple(batch) if device is None else batch_to_device(tuple(batch), device, normalize, crop)
 
-    return next_batch
-
-
-def time_pipeline(dataset, *, batch: int, workers: int, batches: int) -> dict[str, Any]:
-    """Images/s the training loader delivers (decode + augment + collate in ``workers`` processes).
-
-    The batches its processes make before anyone asks (two each) are taken untimed; then ``batches`` batches
-    are timed as one stretch, so the workers' parallelism counts and nothing made beforehand does.
-    """
-    from ..data.loader import train_loader
-
-    loader = train_loader(dataset, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers)
-    it = iter(loader)
+def time_pipeline(make_batches: Callable[[], Iterator[tuple[Tensor, Tensor]]], *, batch: int, workers: int,
+                  batches: int, device: torch.device) -> dict[str, Any]:
+    """Images/s of ready batches on the device: the batches the loader's processes make before anyone asks (two
+    each) are taken untimed, then ``batches`` batches are timed as one stretch."""
+    it = make_batches()
     for _ in range(1 + 2 * workers):
         next(it)
+    synchronize(device)
     start = time.perf_counter()
     n = 0
     for _ in range(batches):
-        images, *_rest = next(it)
+        images, _labels = next(it)
         n += images.shape[0]
+    synchronize(device)
     elapsed = time.perf_counter() - start
-    del it
+    it.close()  # its loader's processes stop
     return {"images_per_s": n / elapsed, "batch_ms": 1000 * elapsed / batches, "batches": batches, "workers": workers}
 
 
@@ -135,9 +151,12 @@ def benchmark_training(
     crop: int = 720,
     batch: int = 8,
     workers: int = 2,
+    caches: Sequence[str] = ("none",),
+    step_variants: Sequence[str] | None = None,
     steps: int = 5,
     warmup: int = 1,
     pipeline_batches: int = 10,
+    end_to_end_steps: int = 100,
     device: str | torch.device = "cpu",
     precision: str = "32",
     width: float | None = None,
@@ -146,53 +165,118 @@ def benchmark_training(
     data_size: tuple[int, int] = (1024, 2048),
     data_images: int = 16,
     end_to_end: bool = True,
-    compare_transforms: bool = True,
-    transform_factory: Callable[..., Any] | None = None,
     command: str | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-    """Images/s of the training step (random data) and of the data pipeline, then both together."""
+    """The training step (per variant), the data pipeline per cache mode, then both together.
+
+    Args:
+        models: model names (ours or torchvision's peers).
+        crop: square training crop; batch: images per step; workers: loader processes (``none``, ``memory``).
+        caches: the ``--cache`` modes to time (none, memory, device).
+        step_variants: names of ``STEP_VARIANTS`` to time the step alone in (default: the trainer's, plus the
+            ladder from ``baseline`` on a GPU).
+        steps: timed steps of the step alone; warmup: untimed ones before them.
+        pipeline_batches: timed batches per pipeline; end_to_end_steps: timed steps end to end.
+        device, precision, width: where and how the models train.
+        dataset, data_root: the data set timed (default: ``data_images`` synthetic scenes of ``data_size``).
+        end_to_end: whether to time the step fed by each pipeline.
+        command: the command line, recorded; log: progress lines.
+
+    Returns:
+        The report: ``pipelines`` (mode -> images/s, ms per batch), ``cache_build_s``, ``step`` (model -> the
+        trainer's step), ``step_variants`` (model -> variant -> step), ``end_to_end`` (mode -> model -> images/s)
+        and ``bound`` (mode -> model -> "data pipeline" or "training step"), with the machine's description.
+    """
     from ..data import TrainTransform, build_dataset
+    from ..data.cache import open_frames
     from ..models.config import IMAGENET_MEAN, IMAGENET_STD
     from ..training.config import TrainConfig
 
     device = torch.device(device)
     check_device(device, [precision])
+    unknown = [c for c in caches if c not in CACHE_MODES] + [v for v in step_variants or () if v not in STEP_VARIANTS]
+    if unknown:
+        raise UserError(f"unknown cache mode or step variant {', '.join(unknown)}: caches are {', '.join(CACHE_MODES)}, "
+                        f"variants {', '.join(STEP_VARIANTS)}")
+    variants = list(step_variants or (list(STEP_VARIANTS)[:-1] if device.type == "cuda" else ["fused"]))
     result: dict[str, Any] = {
-        "command": command,
-        "mode": "train",
-        **machine_info(device),
-        "crop_size": crop,
-        "batch_size": batch,
-        "workers": workers,
-        "precision": precision,
-        "width": width,
+        "command": command, "mode": "train", **machine_info(device), "crop_size": crop, "batch_size": batch,
+        "workers": workers, "precision": precision, "width": width, "caches": list(caches),
         "load_avg_start": load_average(),
     }
     TrainConfig(crop_size=crop, batch_size=batch, precision=precision)  # the same validation as ``train``
-    factory = transform_factory or TrainTransform
     with tempfile.TemporaryDirectory(prefix="aticnet-bench-") as tmp:
         root, data_desc = _data_root(dataset, data_root, data_size, data_images, Path(tmp), log)
-        # on a GPU the frames travel as bytes and are rescaled, cropped and normalised there, as the trainer does
-        uint8 = {"uint8": True, "defer": True} if device.type == "cuda" and factory is TrainTransform else {}
-        transform = factory(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD, **uint8)
-        train_set = build_dataset(dataset, root, "train", transform=transform)
-        result["data"] = data_desc
-        result["num_classes"] = train_set.num_classes
-        log(f"data pipeline: {data_desc}, {workers} worker(s), batch {batch}")
-        result["pipeline"] = time_pipeline(train_set, batch=batch, workers=workers, batches=pipeline_batches)
-        result["pipeline"]["transform"] = repr(transform)
-        if compare_transforms and transform_factory is None:
-            result["pipeline_composed"] = _time_composed_pipeline(train_set, crop, batch=batch, workers=workers,
-                                                                  batches=pipeline_batches, log=log)
-        result["step"], result["end_to_end"] = _time_models(
-            models, train_set, crop=crop, batch=batch, workers=workers, steps=steps, warmup=warmup, device=device,
-            precision=precision, width=width, end_to_end=end_to_end, log=log)
-    pipe = result["pipeline"]["images_per_s"]
-    fastest_step = max(r["images_per_s"] for r in result["step"].values())
-    result["bound"] = "data pipeline" if pipe < fastest_step else "training step"
+        train_set = build_dataset(dataset, root, "train")
+        result["data"], result["num_classes"] = data_desc, train_set.num_classes
+        frames, result["cache_build_s"] = {}, {}
+        for mode in caches:
+            # on a GPU the loader sends bytes and the device rescales and crops (as the trainer does); on the CPU
+            # the loader's processes do all of it; --cache device always augments on the device
+            on_device = mode == "device" or device.type == "cuda"
+            train_set.transform = TrainTransform(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                                 uint8=on_device, defer=on_device)
+            if mode != "none":
+                start = time.perf_counter()
+                frames[mode] = open_frames(train_set, mode, device=device, folder=Path(tmp) / "frames",
+                                           workers=max(workers, 1), say=log)
+                result["cache_build_s"][mode] = time.perf_counter() - start
+            log(f"data pipeline, --cache {mode}: {data_desc}, {workers if mode != 'device' else 0} worker(s), "
+                f"batch {batch}")
+            make = lambda mode=mode: _trainer_batches(train_set, mode, batch=batch, workers=workers,  # noqa: E731
+                                                      device=device, crop=crop, frames=frames.get(mode))
+            result.setdefault("pipelines", {})[mode] = {
+                **time_pipeline(make, batch=batch, workers=workers if mode != "device" else 0,
+                                batches=pipeline_batches, device=device), "transform": repr(train_set.transform)}
+        result["step_variants"] = _time_steps(models, variants, crop=crop, batch=batch, steps=steps, warmup=warmup,
+                                              device=device, precision=precision, width=width,
+                                              num_classes=train_set.num_classes, log=log)
+        result["step"] = {name: by_variant[variants[-1]] for name, by_variant in result["step_variants"].items()}
+        result["end_to_end"] = {}
+        if end_to_end:
+            for mode in caches:
+                result["end_to_end"][mode] = _time_end_to_end(
+                    models, train_set, mode, frames.get(mode), crop=crop, batch=batch, workers=workers,
+                    steps=end_to_end_steps, device=device, precision=precision, width=width,
+                    variant=variants[-1], log=log)
+    result["bound"] = {
+        mode: {name: ("data pipeline" if pipe["images_per_s"] < result["step"][name]["images_per_s"] else "training step")
+               for name in models}
+        for mode, pipe in result["pipelines"].items()}
     result["load_avg_end"] = load_average()
     return result
+
+
+def _time_steps(models: Sequence[str], variants: Sequence[str], *, log: Callable[[str], None], **common: Any
+                ) -> dict[str, dict[str, Any]]:
+    """{model: {variant: the step alone}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in models:
+        for variant in variants:
+            log(f"training step of {name} ({variant}): crop {common['crop']}, batch {common['batch']}, "
+                f"{common['steps']} steps after {common['warmup']} warm-up")
+            out.setdefault(name, {})[variant] = time_train_steps(name, variant=variant, **common)
+    return out
+
+
+def _time_end_to_end(models: Sequence[str], train_set: Any, mode: str, frames: Any, *, crop: int, batch: int,
+                     workers: int, steps: int, device: torch.device, log: Callable[[str], None], **common: Any
+                     ) -> dict[str, Any]:
+    """{model: the trainer's step fed by the ``mode`` pipeline}, timed after the loader's head start is used up."""
+    out = {}
+    loader_workers = workers if mode != "device" else 0
+    for name in models:
+        it = _trainer_batches(train_set, mode, batch=batch, workers=workers, device=device, crop=crop, frames=frames)
+        log(f"  {name} end to end with --cache {mode}: {steps} steps")
+        # the loader's processes fill a buffer of 2 batches each before the first step: used up untimed
+        out[name] = time_train_steps(name, crop=crop, batch=batch, steps=steps, warmup=1 + 2 * loader_workers,
+                                     device=device, num_classes=train_set.num_classes, batches=lambda: next(it),
+                                     **common)
+        it.close()
+        del it
+        gc.collect()
+    return out
 
 
 def _data_root(dataset: str, data_root: str | None, data_size: tuple[int, int], data_images: int, tmp: Path,
@@ -207,67 +291,24 @@ def _data_root(dataset: str, data_root: str | None, data_size: tuple[int, int], 
     return root, f"synthetic, {data_images} scenes of {data_size[0]}x{data_size[1]} (PNG)"
 
 
-def _time_composed_pipeline(train_set: Any, crop: int, *, batch: int, workers: int, batches: int,
-                            log: Callable[[str], None]) -> dict[str, Any]:
-    """The pipeline timed again with ComposedTrainTransform (the same samples); the data set's transform is put back."""
-    from ..data.transforms import ComposedTrainTransform
-    from ..models.config import IMAGENET_MEAN, IMAGENET_STD
-
-    transform = train_set.transform
-    train_set.transform = ComposedTrainTransform(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    log("data pipeline again with ComposedTrainTransform (same output, normalise before cropping)")
-    try:
-        alt = time_pipeline(train_set, batch=batch, workers=workers, batches=batches)
-        return {**alt, "transform": repr(train_set.transform)}
-    finally:
-        train_set.transform = transform
-
-
-def _time_models(models: Sequence[str], train_set: Any, *, crop: int, batch: int, workers: int, steps: int,
-                 warmup: int, device: torch.device, precision: str, width: float | None, end_to_end: bool,
-                 log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """({model: training step on random data}, {model: loader + step}) images/s."""
-    step: dict[str, Any] = {}
-    both: dict[str, Any] = {}
-    for name in models:
-        # the models compute channels-last by default (ModelConfig.channels_last), so this step is NHWC already
-        time_steps = functools.partial(
-            time_train_steps, name, crop=crop, batch=batch, steps=steps, warmup=warmup, device=device,
-            precision=precision, width=width, num_classes=train_set.num_classes,
-        )
-        log(f"training step of {name}: crop {crop}, batch {batch}, {steps} steps after {warmup} warm-up")
-        step[name] = time_steps()
-        if end_to_end:
-            from ..data.loader import train_loader
-
-            loader = train_loader(train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers)
-            from_loader = batches_of(loader, device if device.type == "cuda" else None, (crop, crop))
-            log(f"  {name} end to end (loader + step)")
-            # the loader's processes fill a buffer of 2 batches each before the first step: drained untimed; and the
-            # workers deliver in bursts (each makes a whole batch), so the timed stretch spans several rounds of them
-            both[name] = time_steps(batches=from_loader, warmup=warmup + 2 * workers, steps=max(steps, 6 * workers))
-            del from_loader, loader  # the last reference to the iterator: its workers stop
-            gc.collect()
-    return step, both
-
-
 def format_training(result: dict[str, Any]) -> str:
-    p = result["pipeline"]
+    """The report as a few lines of text (what ``aticnet benchmark --train`` prints)."""
+    from .tables import train_views
+
+    pipelines, end_to_end, _ = train_views(result)
     lines = [
-        (
-            f"{result['device']} ({result.get('gpu') or result['cpu']['model']}), {result['threads']} threads, torch "
-            f"{result['torch']}, crop {result['crop_size']}, batch {result['batch_size']}, precision {result['precision']}"
-        ),
-        f"data pipeline ({result['data']}, {p['workers']} workers): {p['images_per_s']:.2f} images/s",
-    ]
-    alt = result.get("pipeline_composed")
-    if alt:
-        lines.append(f"data pipeline with ComposedTrainTransform (same samples, v2.Compose): {alt['images_per_s']:.2f} images/s")
-    for name, r in result["step"].items():
-        e2e = result["end_to_end"].get(name)
-        tail = f"; with the loader {e2e['images_per_s']:.2f}" if e2e else ""
-        lines.append(f"training step {name:<12}: {r['images_per_s']:.2f} images/s ({r['step_ms']:.0f} ms/step){tail}")
-    lines.append(
-        f"bound by: {result['bound']}; load average: start {result['load_avg_start']}, end {result['load_avg_end']}"
-    )
+        f"{result['device']} ({result.get('gpu') or result['cpu']['model']}), {result['threads']} threads, torch "
+        f"{result['torch']}, crop {result['crop_size']}, batch {result['batch_size']}, precision {result['precision']}"]
+    for mode, p in pipelines.items():
+        lines.append(f"data pipeline --cache {mode} ({result['data']}, {p['workers']} workers): "
+                     f"{p['images_per_s']:.2f} images/s")
+    for name, by_variant in result.get("step_variants", {}).items():
+        for variant, r in by_variant.items():
+            lines.append(f"training step {name:<8} {variant:<14}: {r['images_per_s']:.2f} images/s "
+                         f"({r['step_ms']:.0f} ms/step)")
+    for mode, by_model in end_to_end.items():
+        for name, r in by_model.items():
+            lines.append(f"end to end {name:<8} --cache {mode:<7}: {r['images_per_s']:.2f} images/s "
+                         f"({r['images_per_s'] / result['step'][name]['images_per_s']:.2f}x the step alone)")
+    lines.append(f"load average: start {result['load_avg_start']}, end {result['load_avg_end']}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """The ``aticnet`` command line: one module per subcommand, each parsing its flags and calling the library.
 
 A subcommand module has ``add_parser(subparsers)`` (which sets ``func``) and ``run(args)``. Bad input
-(:class:`~aticnet.utils.errors.UserError`, or a file the system refuses) is one line on stderr and exit
+(``aticnet.utils.errors.UserError``, or a file the system refuses) is one line on stderr and exit
 code 2; ``--debug`` shows the traceback instead.
 """
 

@@ -27,8 +27,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     add_device(p)
-    p.add_argument("--infer-scale", type=float, default=1.0,
-                   help="run the networks at this multiple of each image's size; the page can change it (default 1)")
+    p.add_argument("--infer-scale", type=float, default=None,
+                   help="run the networks at this multiple of each image's size; the page can change it (default: "
+                        "the scale each model was trained for, 1 unless its weights say otherwise)")
     p.add_argument("--alpha", type=float, default=0.5, help="starting overlay opacity, 0..1 (default 0.5)")
     p.add_argument("--max-side", type=int, default=MAX_SIDE, help=f"downscale larger images to this side (default {MAX_SIDE})")
     p.add_argument("--max-megapixels", type=float, default=MAX_MEGAPIXELS,

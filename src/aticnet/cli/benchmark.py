@@ -42,11 +42,19 @@ def canonical_command(args: argparse.Namespace) -> str:
             str(args.workers),
             "--steps",
             str(args.steps),
+            "--warmup",
+            str(args.warmup),
             "--pipeline-batches",
             str(args.pipeline_batches),
+            "--end-to-end-steps",
+            str(args.end_to_end_steps),
+            "--cache",
+            args.cache,
             "--dataset",
             args.dataset,
         ]
+        if args.step_variants:
+            words += ["--step-variants", args.step_variants]
         if args.data_root:
             words += ["--data-root", args.data_root]
         else:
@@ -133,8 +141,10 @@ def run(args: argparse.Namespace) -> None:
         models = args.models.split(",") if args.models else list(DEFAULT_TRAIN_MODELS)
         result = benchmark_training(
             models, crop=args.crop_size, batch=args.batch_size or 8, workers=args.workers, steps=args.steps,
-            pipeline_batches=args.pipeline_batches, precision=args.precision, dataset=args.dataset,
-            data_root=args.data_root, data_size=args.data_size, data_images=args.data_images,
+            warmup=args.warmup, caches=args.cache.split(","),
+            step_variants=args.step_variants.split(",") if args.step_variants else None,
+            pipeline_batches=args.pipeline_batches, end_to_end_steps=args.end_to_end_steps, precision=args.precision,
+            dataset=args.dataset, data_root=args.data_root, data_size=args.data_size, data_images=args.data_images,
             end_to_end=not args.no_end_to_end, **common,
         )
         print(format_training(result))
@@ -211,6 +221,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=2, help="--train: loader processes (default 2)")
     p.add_argument("--steps", type=int, default=5, help="--train: timed steps per model (default 5)")
     p.add_argument("--pipeline-batches", type=int, default=10, help="--train: timed loader batches (default 10)")
+    p.add_argument("--cache", default="none", metavar="MODE[,MODE]",
+                   help="--train: the data pipelines to time, as aticnet train --cache makes them: none, memory, "
+                        "device, comma-separated (default none)")
+    p.add_argument("--step-variants", default=None, metavar="V[,V]",
+                   help="--train: the step alone, one change at a time: baseline, channels_last, fused, compile "
+                        "(default: fused on the CPU; baseline,channels_last,fused on a GPU)")
+    p.add_argument("--end-to-end-steps", type=int, default=100,
+                   help="--train: timed steps of each model fed by each pipeline (default 100)")
     p.add_argument("--dataset", default="synthetic", help="--train: data set for the pipeline (default synthetic)")
     p.add_argument("--data-root", default=None, help="--train: its folder (default: synthetic scenes in a temp folder)")
     p.add_argument(

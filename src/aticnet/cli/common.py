@@ -48,7 +48,8 @@ def add_engine(parser: argparse.ArgumentParser) -> None:
                         help="the engine, where the weights can run on more than one (default: the file's own; a "
                              "run or .safetensors runs on openvino, converted when loaded, on a CPU where it is "
                              "installed, else torch; evaluate scores a run with torch unless told)")
-    parser.add_argument("--infer-scale", type=float, default=1.0, metavar="S",
-                        help="run the network at S x the image size; labels still at the image's size (default 1)")
+    parser.add_argument("--infer-scale", type=float, default=None, metavar="S",
+                        help="run the network at S x the image size; labels still at the image's size (default: the "
+                             "scale the weights were trained for, 1 unless they say otherwise)")
     parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
                         help="32; bf16: OpenVINO computes in bfloat16, PyTorch under autocast (16: CUDA only)")

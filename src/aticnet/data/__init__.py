@@ -28,17 +28,29 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
 
 def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None,
                   **selection: Sequence[str] | None) -> SegmentationDataset:
-    """A data set by name.
+    """A data set by name, as ``--dataset NAME --data-root DIR`` reads it on the command line.
+
+    Examples:
+        >>> import aticnet
+        >>> val = aticnet.build_dataset("folder", "my_data", "val")
+        >>> image, label = val.read(0)       # 3 x H x W uint8 RGB, H x W uint8 class ids (255: ignore)
+        >>> val.classes, len(val)
 
     Args:
-        name: cityscapes, camvid, folder or synthetic (the keys of ``DATASETS``). root: its top folder.
-        split: the split ("train", "val", ...; several joined by "+": "train+val").
+        name: ``cityscapes``, ``camvid``, ``folder`` or ``synthetic``.
+        root: the data set's top folder.
+        split: the split (``"train"``, ``"val"``, ...; several joined by ``+``: ``"train+val"``).
         transform: applied to each (image, label) pair by ``dataset[i]`` (``read(i)`` gives them untransformed).
-        selection: ``drives`` / ``exclude_drives``: keep / leave out frames by drive (CamVid's file-name prefix,
-            Cityscapes' city).
+        **selection: ``drives=[...]`` or ``exclude_drives=[...]`` keeps or leaves out frames by drive (CamVid's
+            file-name prefix, Cityscapes' city).
+
     Returns:
-        A :class:`SegmentationDataset`: ``read(i)`` gives (3 x H x W uint8 image, H x W uint8 class ids, 255 = ignore);
-        ``classes``, ``colors``, ``num_classes``.
+        The data set (a ``SegmentationDataset``). ``read(i)`` gives a 3 x H x W uint8 image and H x W uint8 class
+            ids (255 = ignore); it has ``classes``, ``colors``, ``num_classes`` and ``drives()``.
+
+    Raises:
+        UserError: an unknown data set name.
+        DataError: a missing folder or a bad file, named.
     """
     if name not in DATASETS:
         raise UserError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")

@@ -14,13 +14,16 @@ import contextvars
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch.utils.data import Dataset
 
 from ..utils.errors import DataError
 from ..utils.io import image_size, read_image, read_label_map
+
+if TYPE_CHECKING:
+    from .cache import DecodedFrames
 
 IGNORE = 255
 INVALID = 254  # label-table value for raw values a data set never contains
@@ -75,7 +78,7 @@ def pair_up(
     images: dict[str, Path], labels: dict[str, Path], image_dir: Path, label_dir: Path
 ) -> list[tuple[Path, Path]]:
     """Join images and labels on a shared key; any image or label without its partner is an error
-    (or, under :func:`collect_unpaired`, listed there and left out)."""
+    (or, under ``collect_unpaired``, listed there and left out)."""
     errors = [DataError(images[key], f"no label for this image (looked in {label_dir})") for key in sorted(images)
               if key not in labels]
     errors += [DataError(labels[key], f"no image for this label (looked in {image_dir})") for key in sorted(labels)
@@ -132,6 +135,7 @@ class SegmentationDataset(Dataset, abc.ABC):
             which = f"drives {', '.join(drives)}" if drives is not None else "what is not excluded"
             raise DataError(self.image_dirs[0], f"split {split!r} has no images of {which}")
         self.samples: list[tuple[Path, Path]] = samples
+        self.decoded: DecodedFrames | None = None  # the pairs decoded once (data/cache.py), read instead of the files
 
     # --- what a subclass says -------------------------------------------------------
     image_folder: str  # a split's images, relative to the root: "leftImg8bit/{split}"
@@ -187,7 +191,10 @@ class SegmentationDataset(Dataset, abc.ABC):
         return image.relative_to(folder).with_suffix("").as_posix()
 
     def read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode pair ``i``: (uint8 3xHxW RGB image, uint8 HxW train ids or 255)."""
+        """Decode pair ``i``: (uint8 3xHxW RGB image, uint8 HxW train ids or 255); with ``decoded`` set (a
+        [`DecodedFrames`][aticnet.data.cache.DecodedFrames] of this data set), copy it out of that instead."""
+        if self.decoded is not None:
+            return self.decoded.read(i)
         image_path, label_path = self.samples[i]
         image = read_image(image_path)
         raw = read_label_map(label_path)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..utils.errors import DataError, UserError
+from .transforms import normalize_uint8
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class StreamSampler(Sampler[tuple[int, int]]):
 
 
 class Guarded(Dataset):
-    """``dataset[i]``, or the :class:`DataError` of an unreadable sample, returned instead of raised.
+    """``dataset[i]``, or the ``DataError`` of an unreadable sample, returned instead of raised.
 
     In a worker process a raised error would reach the main process as a RuntimeError holding a
     traceback; the main process decides instead (skip and log, or stop when strict).
@@ -120,7 +122,7 @@ def train_loader(
     """The endless, resumable training loader of one rank (``batch_size`` is the global batch).
 
     It yields ``(images, labels, errors)``: ``errors`` are the batch's unreadable samples, left
-    out; :class:`TrainStream` decides what to do with them.
+    out; ``TrainStream`` decides what to do with them.
     """
     sampler = StreamSampler(len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size, start_step=start_step)
     return DataLoader(
@@ -146,10 +148,11 @@ class TrainStream:
     processes on it in the reduction it makes anyway (every process must skip the same steps, or the
     gradient all-reduce would wait forever); two epochs of empty batches in a row mean no sample is
     readable, and stop the run. With ``uint8`` the images travel as bytes and are normalised on ``device``
-    (a quarter of the bytes over the bus to a GPU).
+    (a quarter of the bytes over the bus to a GPU). ``loader`` is the training loader, or the batches made on the
+    device from cached frames ([`DeviceBatches`][aticnet.data.cache.DeviceBatches]).
     """
 
-    def __init__(self, loader: DataLoader, *, strict: bool, epoch_steps: int, device: torch.device, where: str,
+    def __init__(self, loader: Iterable[tuple[Any, ...]], *, strict: bool, epoch_steps: int, device: torch.device, where: str,
                  normalize: tuple[torch.Tensor, torch.Tensor] | None = None, crop: tuple[int, int] | None = None) -> None:
         self.batches = iter(loader)
         self.strict, self.epoch_steps, self.device, self.where = strict, epoch_steps, device, where
@@ -178,26 +181,32 @@ class TrainStream:
                             "(see the warnings above; aticnet check-data lists every bad file)")
 
     def to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`batch_to_device` with this stream's device, normalisation and crop."""
+        """``batch_to_device`` with this stream's device, normalisation and crop."""
         return batch_to_device(batch, self.device, self.normalize, self.crop)
 
 
-def batch_to_device(batch: tuple[torch.Tensor, ...], device: torch.device,
+def batch_to_device(batch: tuple[Any, ...], device: torch.device,
                     normalize: tuple[torch.Tensor, torch.Tensor] | None = None,
                     crop: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(N x 3 x h x w images, N x h x w labels) on ``device``: float32 images (uint8 ones normalised there with
-    ``normalize`` = (mean, std), each 1 x 3 x 1 x 1 on ``device``), int64 labels. A batch with the loader's draws
-    (whole uint8 frames) is rescaled and cropped to ``crop`` there (:mod:`aticnet.data.device_augment`)."""
-    images, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    ``normalize`` = (mean, std), each 1 x 3 x 1 x 1 on ``device``), int64 labels. A batch with draws (whole uint8
+    frames: a tensor, or a list of frames of their own sizes) is augmented and cropped to ``crop`` there
+    ([`augment_on_device`][aticnet.data.device_augment.augment_on_device])."""
+    images, labels = (_to(batch[0], device), _to(batch[1], device))
     if len(batch) == 3:
         from .device_augment import augment_on_device
 
         mean, std = normalize
         return augment_on_device(images, labels, batch[2], crop, mean.flatten(), std.flatten())
     if normalize is not None and images.dtype == torch.uint8:
-        mean, std = normalize
-        images = images.float().mul_(1.0 / 255).sub_(mean).div_(std)  # TrainTransform's float ops, on the device
+        images = normalize_uint8(images, *normalize)  # TrainTransform's float ops, on the device
     return images, labels
+
+
+def _to(tensors: torch.Tensor | list[torch.Tensor], device: torch.device) -> torch.Tensor | list[torch.Tensor]:
+    if isinstance(tensors, list):
+        return [t.to(device, non_blocking=True) for t in tensors]
+    return tensors.to(device, non_blocking=True)
 
 
 class EvalLoader:

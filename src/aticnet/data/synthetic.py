@@ -17,13 +17,13 @@ import contextlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..utils.errors import DataError
+from ..utils.io import file_lock
 from .base import Transform
 from .cityscapes_labels import CLASS_COLORS, CLASS_NAMES
 from .folder import FolderDataset
@@ -150,19 +150,7 @@ def write_atomically(root: Path, params: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def generation_lock(root: Path) -> Iterator[None]:
+def generation_lock(root: Path) -> contextlib.AbstractContextManager:
     """An exclusive lock on ``.NAME.lock`` beside ``root`` (released if the process dies)."""
     root = root.absolute()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no cross-process lock; concurrent first runs are rare there
-        yield
-        return
-    with open(root.parent / f".{root.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(root.parent / f".{root.name}.lock")

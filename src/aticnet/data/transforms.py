@@ -8,7 +8,9 @@ loader seeds each sample this way for exact resume).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +27,12 @@ class RandomScale(v2.Transform):
 
     Images: bilinear with antialiasing (done on uint8, torchvision's fast path). Masks:
     nearest, the pixel-centre-aligned variant so labels stay registered with the image.
+
+    Args:
+        scale_range: (low, high) of the factor, 0 < low <= high.
+
+    Raises:
+        ValueError: a range that is not 0 < low <= high.
     """
 
     def __init__(self, scale_range: tuple[float, float] = (0.5, 2.0)) -> None:
@@ -35,10 +43,21 @@ class RandomScale(v2.Transform):
         self.scale_range = (float(low), float(high))
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = v2.query_size(flat_inputs)
+        return {"size": self.draw_size(*v2.query_size(flat_inputs))}
+
+    def draw_size(self, height: int, width: int) -> list[int]:
+        """The rescaled size of a frame: one draw of the global RNG.
+
+        Args:
+            height: the frame's height.
+            width: the frame's width.
+
+        Returns:
+            [height, width] after the rescale, each at least 1.
+        """
         low, high = self.scale_range
         factor = low + (high - low) * float(torch.rand(()))
-        return {"size": [max(1, round(height * factor)), max(1, round(width * factor))]}
+        return [max(1, round(height * factor)), max(1, round(width * factor))]
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
@@ -65,17 +84,82 @@ def normalisation(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transf
     return [to_float, v2.Normalize(mean=list(mean), std=list(std))]
 
 
+def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 ``(x / 255 - mean) / std``, wherever the images are.
+
+    The float operations of ``v2.ToDtype(scale=True)`` and ``v2.Normalize``, in their order, so a device that
+    normalises bytes gives the bits the CPU transforms give.
+
+    Args:
+        images: uint8, channels at dim -3 (3 x H x W or N x 3 x H x W), on any device.
+        mean: per-channel means of [0, 1] pixels, shaped to broadcast (3 x 1 x 1 or 1 x 3 x 1 x 1), on that device.
+        std: per-channel standard deviations, shaped like ``mean``.
+
+    Returns:
+        float32 images of the same shape.
+    """
+    return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The random choices of one training sample, in the order ``TrainTransform`` draws them.
+
+    ``jitter`` holds torchvision's ``ColorJitter`` parameters (None without colour jitter), ``size`` the
+    rescaled (height, width), ``flipped`` the mirror, (``top``, ``left``) the crop's offset in the padded,
+    rescaled (and mirrored) frame. ``to_row`` packs them into one float64 row, so that a batch of them
+    crosses a loader's process boundary as one tensor (``aticnet.data.device_augment`` unpacks it).
+    """
+
+    size: tuple[int, int]
+    flipped: bool
+    top: int
+    left: int
+    jitter: dict[str, Any] | None = None
+
+    JITTER_KEYS = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
+    WIDTH = 13  # height, width, top, left, flipped, 4 jitter steps in order, 4 jitter factors
+
+    def to_row(self) -> torch.Tensor:
+        """The draws as a float64 tensor of ``WIDTH`` values (no jitter: order -1, factors NaN)."""
+        order, factors = [-1] * 4, [math.nan] * 4
+        if self.jitter is not None:
+            order = [int(i) for i in self.jitter["fn_idx"]]
+            factors = [math.nan if self.jitter[k] is None else self.jitter[k] for k in self.JITTER_KEYS]
+        values = [*self.size, self.top, self.left, int(self.flipped), *order, *factors]
+        return torch.tensor(values, dtype=torch.float64)
+
+    @classmethod
+    def from_row(cls, row: Sequence[float]) -> Draws:
+        """The inverse of ``to_row`` (``row`` as a list of floats)."""
+        height, width, top, left, flipped = (int(v) for v in row[:5])
+        jitter = None
+        if row[5] >= 0:
+            factors = [None if math.isnan(v) else float(v) for v in row[9:13]]
+            jitter = {"fn_idx": [int(v) for v in row[5:9]], **dict(zip(cls.JITTER_KEYS, factors))}
+        return cls((height, width), bool(flipped), top, left, jitter)
+
+
 def to_output(image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Plain tensors: tv_tensors must not leak into collation and the model.
     return image.as_subclass(torch.Tensor), label.as_subclass(torch.Tensor).to(torch.int64)
 
 
 class ComposedTrainTransform:
-    """:class:`TrainTransform` as a plain ``v2.Compose``: the same random draws and outputs.
+    """[`TrainTransform`][aticnet.data.transforms.TrainTransform] as a plain ``v2.Compose``: the same random draws
+    and outputs.
 
-    The reference :class:`TrainTransform` is tested against, and the benchmark's "before":
+    The reference ``TrainTransform`` is tested against, and the benchmark's "before":
     it normalises the whole rescaled image, then crops (about 4x the work at 720x720 crops
     of Cityscapes frames).
+
+    Args:
+        crop_size: the crop, one number (a square) or (height, width).
+        scale_range: (low, high) of the random rescale's factor.
+        flip: mirror half of the samples.
+        color_jitter: brightness, contrast, saturation and hue of torchvision's ``ColorJitter`` (None: off).
+        mean: the model's per-channel mean, on [0, 1] pixels.
+        std: the model's per-channel standard deviation.
     """
 
     def __init__(
@@ -142,17 +226,27 @@ class TrainTransform:
     Padding comes after normalisation, so padded image pixels are 0 = the mean colour. With ``uint8`` the
     image stays uint8 (padded with the mean colour rounded to a byte) for normalisation on the GPU, with the
     same float operations there; only the padded pixels differ, by under half a grey level. With ``defer`` it
-    only draws: ``(uint8 image, uint8 label, (h, w, top, left, flipped))`` at the frame's size, and the GPU
-    rescales, crops and normalises (:func:`aticnet.data.device_augment.augment_on_device`).
+    only draws: ``(uint8 image, uint8 label, Draws.to_row())`` at the frame's size, and the device applies
+    the draws (``aticnet.data.device_augment.augment_on_device``).
 
-    The output is bit-identical to :class:`ComposedTrainTransform`, the plain torchvision v2
-    pipeline, which flips, converts and normalises the whole rescaled image (up to 2x the
-    input: a 2048x4096 float image for a 720x720 crop) before cropping. Here the
-    random draws happen in the same order (scale, flip, crop offset), but only the crop's
-    window is cut out of the rescaled uint8 image, mirrored if flipped, converted, normalised
-    and padded (image 0 = the mean colour after normalisation, label 255) into place. Flipping
-    commutes with cropping at the mirrored offset, and the float ops are elementwise, so the
-    result is bit-identical (``tests/data/test_datasets.py``).
+    The output is bit-identical to [`ComposedTrainTransform`][aticnet.data.transforms.ComposedTrainTransform], the
+    plain torchvision v2 pipeline, which flips, converts and normalises the whole rescaled image (up to 2x the
+    input: a 2048x4096 float image for a 720x720 crop) before cropping. Here the random draws happen in the same
+    order (jitter, scale, flip, crop offset: [`draw`][aticnet.data.transforms.TrainTransform.draw]), but only the
+    crop's window is cut out of the rescaled uint8 image, mirrored if flipped, converted, normalised and padded
+    (image 0 = the mean colour after normalisation, label 255) into place. Flipping commutes with cropping at the
+    mirrored offset, and the float ops are elementwise, so the result is bit-identical
+    (``tests/data/test_datasets.py``).
+
+    Args:
+        crop_size: the crop, one number (a square) or (height, width).
+        scale_range: (low, high) of the random rescale's factor.
+        flip: mirror half of the samples.
+        color_jitter: brightness, contrast, saturation and hue of torchvision's ``ColorJitter`` (None: off).
+        mean: the model's per-channel mean, on [0, 1] pixels.
+        std: the model's per-channel standard deviation.
+        uint8: keep the image uint8 for normalisation on the GPU.
+        defer: only draw the random choices; the device applies them.
     """
 
     def __init__(
@@ -167,8 +261,6 @@ class TrainTransform:
         uint8: bool = False,
         defer: bool = False,
     ) -> None:
-        if defer and color_jitter:
-            raise ValueError("colour jitter runs on the CPU: it cannot be deferred to the GPU")
         self.crop_size = pair_size(crop_size)
         self.uint8 = uint8
         self.defer = defer
@@ -180,22 +272,40 @@ class TrainTransform:
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        image = tv_tensors.Image(image)
-        if self.jitter is not None:
-            image = self.jitter(image)
-        if self.defer:  # the draws only, in the same order; the GPU rescales and crops (data/device_augment.py)
-            size = self.scale.make_params([image])["size"]
-            flipped, top, left = self.draw_window(*size)
-            return image.as_subclass(torch.Tensor), label, torch.tensor([*size, top, left, int(flipped)])
-        image, label = self.scale(image, tv_tensors.Mask(label))
-        image, label = image.as_subclass(torch.Tensor), label.as_subclass(torch.Tensor)
-        flipped, top, left = self.draw_window(*image.shape[-2:])
+        draws = self.draw(*image.shape[-2:])
+        if self.defer:  # the draws only; the device applies them (data/device_augment.py)
+            return image, label, draws.to_row()
+        if draws.jitter is not None:
+            image = self.jitter.transform(tv_tensors.Image(image), draws.jitter)
+        size = {"size": list(draws.size)}
+        image = self.scale.transform(tv_tensors.Image(image), size).as_subclass(torch.Tensor)
+        label = self.scale.transform(tv_tensors.Mask(label), size).as_subclass(torch.Tensor)
+        window = (draws.top, draws.left, draws.flipped, self.crop_size)
         if self.uint8:  # normalised on the device (TrainStream): padding is the mean colour, rounded to a byte
             fill = (self.mean * 255).round().to(torch.uint8)
-            return cut_window(image, label, top, left, flipped, self.crop_size, fill=fill)
+            return cut_window(image, label, *window, fill=fill)
         # the same float ops as v2.ToDtype(scale=True) and v2.Normalize, so the same bits
-        return cut_window(image, label, top, left, flipped, self.crop_size,
-                          convert=lambda w: w.to(torch.float32).mul_(1.0 / 255).sub_(self.mean).div_(self.std))
+        return cut_window(image, label, *window, convert=lambda w: normalize_uint8(w, self.mean, self.std))
+
+    def draw(self, height: int, width: int) -> Draws:
+        """Every random choice for a ``height`` x ``width`` frame, from the global RNG, in the order
+        ``v2.ColorJitter``, [`RandomScale`][aticnet.data.transforms.RandomScale], ``v2.RandomHorizontalFlip`` and
+        ``v2.RandomCrop`` draw them (so a seed gives the choices the plain v2 pipeline makes).
+
+        Args:
+            height: the frame's height.
+            width: the frame's width.
+
+        Returns:
+            The ``Draws`` (jitter parameters, rescaled size, flip and crop offset).
+        """
+        jitter = None
+        if self.jitter is not None:
+            jitter = self.jitter.make_params([])
+            jitter["fn_idx"] = jitter["fn_idx"].tolist()
+        size = self.scale.draw_size(height, width)
+        flipped, top, left = self.draw_window(*size)
+        return Draws((size[0], size[1]), flipped, top, left, jitter)
 
     def draw_window(self, height: int, width: int) -> tuple[bool, int, int]:
         """The flip and the crop offset in the (padded) rescaled image of ``height`` x ``width``: (flipped, top,
@@ -217,7 +327,11 @@ class TrainTransform:
 class EvalTransform:
     """Normalise only, full resolution: ``(uint8 3xHxW, uint8 HxW) -> (float32 3xHxW, int64 HxW)``.
 
-    With ``uint8`` the image stays uint8, for normalisation on the device (the same float operations there)."""
+    Args:
+        mean: the model's per-channel mean, on [0, 1] pixels.
+        std: the model's per-channel standard deviation.
+        uint8: keep the image uint8, for normalisation on the device (the same float operations there).
+    """
 
     def __init__(self, *, mean: Sequence[float], std: Sequence[float], uint8: bool = False) -> None:
         self.steps = v2.Compose([v2.Identity()] if uint8 else normalisation(mean, std))

@@ -96,7 +96,7 @@ def export_onnx(
     """Write ``model`` as ONNX; returns {"exporter", "opset"}. ``exporter``: auto, dynamo or legacy.
 
     With ``lowres`` the graph stops before the last upsampling (logits at the model's output stride, 1/4
-    for ICNet); :func:`aticnet.load` does the labels step after it, faster than the graph would."""
+    for ICNet); ``aticnet.load`` does the labels step after it, faster than the graph would."""
     import onnx
 
     out = Path(out)
@@ -180,7 +180,7 @@ def _reference(model: nn.Module, x: Tensor, lowres: bool) -> Tensor:
 
 def check_export(path: str | Path, fmt: str, model: nn.Module, shapes: list[tuple[int, ...]], seed: int = 0,
                  fp64_above: float = float("inf")) -> list[dict]:
-    """Run the exported file (as :func:`aticnet.load` would) and PyTorch on the same random input; max abs
+    """Run the exported file (as ``aticnet.load`` would) and PyTorch on the same random input; max abs
     difference per shape.
 
     Where the difference is above ``fp64_above``, PyTorch also runs in float64, and both the export's and
@@ -232,17 +232,30 @@ def export(
 ) -> dict[str, Any]:
     """Export trained weights to a deployable file and check it against PyTorch.
 
+    The file loads with [`aticnet.load`][aticnet.load] and runs wherever weights are taken (``predict``,
+    ``evaluate``, ``serve``, the app).
+
+    Examples:
+        >>> import aticnet
+        >>> report = aticnet.export("aticnet-camvid", "onnx", "aticnet.onnx", dynamic=True, lowres=True)
+        >>> aticnet.load("aticnet.onnx").predict("street.png")
+
     Args:
         weights: a shipped name, a run or a ``.safetensors`` file.
-        fmt: "onnx", "torchscript" or "openvino". out: the file (an OpenVINO IR is NAME.xml + NAME.bin).
-        size: (H, W) of the example input and the check. dynamic: free batch, height and width (ONNX).
+        fmt: ``"onnx"``, ``"torchscript"`` or ``"openvino"``.
+        out: the file to write (an OpenVINO IR is ``NAME.xml`` + ``NAME.bin``).
+        size: (H, W) of the example input and the check.
+        dynamic: ONNX: free batch, height and width.
         opset: the ONNX opset.
-        exporter: "auto", "dynamo" or "legacy" (the ONNX exporter).
+        exporter: ``"auto"``, ``"dynamo"`` or ``"legacy"`` (the ONNX exporter).
         tolerance: the largest max |export - PyTorch| allowed on the check's random input.
+        verbose: show the exporter's own output.
         lowres: ONNX (OpenVINO always): the graph ends at the model's output stride, before the last upsampling,
-            and :func:`aticnet.load` does the labels step.
+            and [`aticnet.load`][aticnet.load] does the labels step.
+        log: where progress lines go (a function taking a string).
+
     Returns:
-        The report: the file, format, exporter, opset, sizes checked and their differences.
+        The report, a dict of the file, format, exporter, opset, sizes checked and their differences.
 
     Raises:
         UserError: the export failed or differs from PyTorch by more than ``tolerance`` (the file stays).

@@ -79,15 +79,31 @@ def quantize(weights: str | Path, out: str | Path, *, route: str = "openvino", o
              log: Any = print, **calibration: Any) -> dict[str, Any]:
     """Post-training static int8 of trained weights, calibrated on real images.
 
+    Needs the ``deploy`` extra (OpenVINO and NNCF, or ONNX Runtime). The int8 file loads with
+    [`aticnet.load`][aticnet.load] like any other form.
+
+    Examples:
+        >>> import aticnet
+        >>> aticnet.quantize("aticnet-camvid", "aticnet.int8.xml", dataset="camvid", data_root="CAMVID")
+        >>> aticnet.quantize("runs/mine", "mine.int8.xml", images_dir="my_frames", count=64)
+
     Args:
         weights: a shipped name, a run or a ``.safetensors`` file.
         out: the int8 model: ``.xml`` (OpenVINO IR) for the openvino route, ``.onnx`` (QDQ) for onnxruntime.
-        route: "openvino" (NNCF) or "onnxruntime".
-        overflow_fix: openvino only: "enable" (7-bit weights everywhere, safe on AVX2-only CPUs) or "first_layer".
-        calibration: the keywords of :func:`calibration_images` (a data set split, or ``images_dir``; ``count``).
+        route: ``"openvino"`` (NNCF) or ``"onnxruntime"``.
+        overflow_fix: openvino only: ``"enable"`` (7-bit weights everywhere, safe on AVX2-only CPUs) or
+            ``"first_layer"``.
+        log: where progress lines go (a function taking a string).
+        **calibration: where the calibration images come from: ``dataset``, ``data_root``, ``split`` (default
+            ``"train"``) and ``drives``, or ``images_dir`` (a folder of pictures); ``count`` images (default 32),
+            resized to ``size`` (H, W) when given.
+
     Returns:
-        The report, also written beside ``out`` as ``FILE.json``: route, versions, calibration, seconds, the layers
-        kept in float.
+        The report, a dict also written beside ``out`` as ``FILE.json``. It names the route, the versions, the
+            calibration images, the seconds taken and the layers kept in float.
+
+    Raises:
+        UserError: a wrong route or file extension, no calibration images, or a missing extra.
     """
     from ..models.weights import load_model
 

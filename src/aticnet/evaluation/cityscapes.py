@@ -5,7 +5,7 @@ under a folder by the name prefix ``{city}_{seq}_{frame}``, as in the official
 ``evalPixelLevelSemanticLabeling.getPrediction``. Both maps go through the official table
 to the 19 train ids: ground-truth pixels of a class that is not scored are ignored, and a
 predicted id that is not scored is a miss for the true class (the "other" column of
-:class:`~aticnet.evaluation.metrics.ConfusionMatrix`). The class IoUs then equal the official ones.
+``aticnet.evaluation.metrics.ConfusionMatrix``). The class IoUs then equal the official ones.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MAX_LABEL_ID = max(lb.id for lb in LABELS)  # 33; the official confusion matrix 
 def evaluate_cityscapes_predictions(pred_dir: str | Path, data_root: str | Path, split: str = "val") -> dict:
     """Official-style scores of the label-id PNGs under ``pred_dir`` against ``data_root/gtFine/split``.
 
-    Returns :meth:`ConfusionMatrix.compute`'s keys with the 19 class names, plus
+    Returns ``ConfusionMatrix.compute``'s keys with the 19 class names, plus
     ``num_images`` and ``seconds``. Raises DataError naming the file for a missing, doubled,
     unreadable or mis-sized prediction, or a value that is not a Cityscapes label id.
     """

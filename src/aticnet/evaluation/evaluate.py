@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..data.transforms import normalize_uint8
 from ..inference.labels import labels_from_logits, upsample_argmax
 from ..utils.distributed import all_reduce_sum
 from ..utils.errors import UserError
@@ -28,10 +29,11 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def normalize_on_device(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """N x 3 x H x W uint8 -> float32 normalised, where the images are (the operations of the CPU transforms)."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return images.float().mul_(1.0 / 255).sub_(m).div_(s)
+    """N x 3 x H x W uint8 -> float32 normalised, where the images are (the operations of the CPU transforms:
+    [`normalize_uint8`][aticnet.data.transforms.normalize_uint8])."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(images.device, non_blocking=True)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(images.device, non_blocking=True)
+    return normalize_uint8(images, m, s)
 
 
 def predict_logits(model: nn.Module, images: Tensor, *, flip: bool = False, scales: Sequence[float] = (1.0,)) -> Tensor:
@@ -58,7 +60,7 @@ def predict_labels(model: nn.Module, images: Tensor, *, flip: bool = False, scal
     """N x 3 x H x W normalised images -> N x H x W labels of an eval-mode model.
 
     A single view takes the model's low-res logits and, on the CPU, the fast, exact labels step
-    (:func:`aticnet.inference.labels.labels_from_logits`); on a GPU the plain upsample and argmax, which run
+    (``aticnet.inference.labels.labels_from_logits``); on a GPU the plain upsample and argmax, which run
     there without a wait for the host. Flips and scales average probabilities."""
     if not flip and tuple(scales) == (1.0,) and hasattr(model, "forward_lowres"):
         low = model.forward_lowres(images).float()
@@ -81,11 +83,11 @@ def evaluate_model(
     precision: str = "32",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score ``model`` (an ``nn.Module``, or a :class:`~aticnet.inference.segmenter.Segmenter` on any engine) on every (image,
-    label) pair of ``loader``, at full resolution.
+    """Score ``model`` (an ``nn.Module``, or a ``Segmenter`` on any engine) on every (image, label) pair of
+    ``loader``, at full resolution.
 
     Under torch.distributed each process scores its share and the confusion matrices are
-    summed. Returns the scores of :meth:`ConfusionMatrix.compute` plus ``num_images``,
+    summed. Returns the scores of ``ConfusionMatrix.compute`` plus ``num_images``,
     ``seconds`` and ``images_per_s``.
     """
     module = model if isinstance(model, nn.Module) else None
@@ -133,44 +135,58 @@ def evaluate(
     precision: str = "32",
     drives: Sequence[str] | None = None,
     backend: str | None = None,
-    infer_scale: float = 1.0,
+    infer_scale: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Scores of a model on a labelled split, at full resolution.
+    """Scores of a model on a labelled split, at full resolution: what ``aticnet evaluate`` prints.
+
+    Examples:
+        >>> import aticnet
+        >>> scores = aticnet.evaluate("aticnet-camvid", "camvid", "CAMVID", "test")
+        >>> scores["miou"], scores["per_class_iou"]["Car"]
 
     Args:
-        weights: any deployable form :func:`aticnet.load` takes (a shipped name, a run, .safetensors, .onnx, OpenVINO
-            .xml, TorchScript).
-        dataset: its name (:func:`aticnet.build_dataset`).
+        weights: any deployable form [`aticnet.load`][aticnet.load] takes (a shipped name, a run, ``.safetensors``,
+            ``.onnx``, OpenVINO ``.xml``, TorchScript).
+        dataset: the data set's name, as [`aticnet.build_dataset`][aticnet.build_dataset] takes it.
         data_root: its top folder.
-        split: the labelled split to score ("val", "test", "train+val"...).
-        device: where the model runs, as :func:`aticnet.load` takes it.
+        split: the labelled split to score (``"val"``, ``"test"``, ``"train+val"``, ...).
+        device: where the model runs, as [`aticnet.load`][aticnet.load] takes it.
         workers: loader processes.
         max_images: score the first N images only.
         flip: average with the mirrored view (PyTorch models only).
         scales: average over these input scales (PyTorch models only).
         precision: "32", or "bf16" (OpenVINO, or PyTorch under autocast).
         drives: score these drives only (CamVid's file-name prefix, Cityscapes' city).
-        backend: the engine, as :func:`aticnet.load` takes it.
-        infer_scale: run the network at this multiple of each image's size.
+        backend: the engine, as [`aticnet.load`][aticnet.load] takes it.
+        infer_scale: run the network at this multiple of each image's size (None: the scale the weights were
+            trained for; ``scales`` are multiples of it).
         progress: show a progress bar.
+
     Returns:
-        ``miou``, ``per_class_iou``, ``per_class_accuracy``, ``mean_accuracy``, ``pixel_accuracy``, ``missed_as``
-        (per class, the class that took most of its missed pixels and its share), ``num_pixels``, ``num_images``,
-        ``seconds``: fractions in [0, 1]; a class absent from ground truth and prediction is None.
+        The scores, as fractions in [0, 1] (a class absent from both ground truth and prediction has None).
+            ``miou``, ``per_class_iou`` and ``per_class_accuracy`` (class name to value), ``mean_accuracy``,
+            ``pixel_accuracy``, ``missed_as`` (per class, the class that took most of its missed pixels and its
+            share), ``num_pixels``, ``num_images`` and ``seconds``.
+
+    Raises:
+        UserError: the model's classes do not match the data set's, or the weights cannot be loaded.
     """
     from ..data import EvalTransform, build_dataset
     from ..data.loader import eval_loader
-    from ..inference.segmenter import load
-    from ..models.weights import load_model
+    from ..inference.segmenter import load, trained_scale
+    from ..models.weights import load_model, read_weights
     from ..utils.distributed import pick_device
 
     device_ = pick_device(device)
     suffix = Path(weights).suffix.lower()
     deployed = suffix in (".onnx", ".xml", ".ts", ".torchscript", ".pt", ".pth") or backend not in (None, "torch")
+    if infer_scale is None and not deployed:  # the scale the weights were trained for (a deployed file: load's)
+        infer_scale = trained_scale(read_weights(weights)[1])
     if flip or tuple(scales) != (1.0,) or (not deployed and infer_scale == 1):
-        model, _ = load_model(weights, device_)  # the module itself: autocast, flips and scales apply
+        model, meta = load_model(weights, device_)  # the module itself: autocast, flips and scales apply
         num_classes, mean, std = model.config.num_classes, model.config.mean, model.config.std
+        scales = tuple(s * trained_scale(meta, infer_scale) for s in scales)
     else:
         on_openvino = backend == "openvino" or suffix == ".xml"
         model = load(weights, device_, backend=backend, infer_scale=infer_scale,

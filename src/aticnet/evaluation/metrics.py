@@ -21,8 +21,19 @@ class ConfusionMatrix:
 
     ``update`` over the batches, ``reduce`` once at the end when distributed, then ``compute``.
 
+    Examples:
+        >>> from aticnet.evaluation.metrics import ConfusionMatrix
+        >>> matrix = ConfusionMatrix(num_classes=3)
+        >>> matrix.update(predicted_labels, true_labels)       # integer tensors of one shape
+        >>> matrix.compute(["road", "car", "sky"])["miou"]
+
     Args:
-        num_classes: K. ignore_index: the label of pixels left out (255). device: where the counts live.
+        num_classes: K, the number of classes.
+        ignore_index: the label of pixels left out (255).
+        device: where the counts live (None: the CPU).
+
+    Raises:
+        ValueError: ``num_classes`` below 1, or ``ignore_index`` one of the classes.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None) -> None:
@@ -35,12 +46,19 @@ class ConfusionMatrix:
         self.matrix = torch.zeros(num_classes, num_classes + 1, dtype=torch.int64, device=device)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Count one batch. ``pred`` and ``target``: integer tensors of the same shape (N x H x W, H x W, ...).
+        """Count one batch.
 
-        Target pixels equal to ``ignore_index`` are left out. Any other target value outside
-        [0, K) raises ValueError: it means the labels do not match the classes, and dropping
-        those pixels silently would inflate the scores. Predicted values outside [0, K) are
-        counted in the "other" column.
+        Target pixels equal to ``ignore_index`` are left out. Predicted values outside [0, K) are counted in the
+        "other" column.
+
+        Args:
+            pred: predicted class ids, an integer tensor (N x H x W, H x W, ...).
+            target: true class ids, an integer tensor of the same shape.
+
+        Raises:
+            ValueError: a target value is neither a class in [0, K) nor ``ignore_index``: the labels do not match
+                the classes, and dropping those pixels silently would inflate the scores.
+            TypeError: float tensors (take the argmax of the logits first).
         """
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
@@ -71,18 +89,26 @@ class ConfusionMatrix:
         all_reduce_sum(self.matrix)
 
     def reset(self) -> None:
+        """Set every count to 0."""
         self.matrix.zero_()
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict:
         """Scores as plain Python numbers (JSON-ready).
 
-        Returns ``miou``, ``per_class_iou`` (name -> IoU), ``per_class_accuracy`` (name ->
-        TP / ground-truth pixels), ``mean_accuracy``, ``pixel_accuracy``, ``num_pixels`` and
-        ``missed_as`` (name -> ``{"class", "share"}``: the class that took the largest share of
-        this class's ground-truth pixels, or None when none was missed).
-        A class without pixels in ground truth nor prediction has IoU None (accuracy None
-        when it has no ground-truth pixels) and is left out of the means, which are None
-        when nothing is left.
+        A class without pixels in ground truth nor prediction has IoU None (accuracy None when it has no
+        ground-truth pixels) and is left out of the means, which are None when nothing is left.
+
+        Args:
+            class_names: K names, the keys of the per-class results (default: "0", "1", ...).
+
+        Returns:
+            The scores as fractions in [0, 1]. ``miou``, ``per_class_iou`` (name to IoU), ``per_class_accuracy``
+                (name to true positives over ground-truth pixels), ``mean_accuracy``, ``pixel_accuracy``,
+                ``num_pixels`` and ``missed_as`` (name to ``{"class", "share"}``, the class that took the largest
+                share of this class's ground-truth pixels, or None when none was missed).
+
+        Raises:
+            ValueError: ``class_names`` does not hold K names.
         """
         k = self.num_classes
         if class_names is None:

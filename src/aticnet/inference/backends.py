@@ -2,12 +2,12 @@
 
 ``runner(x)`` takes an N x 3 x H x W float32 batch, normalised as the model expects, and returns
 N x K x h x w logits as a CPU or device tensor, where (h, w) is (H, W) / ``runner.output_stride``
-(4 for the ICNet family's low-res head, 1 for a graph that upsamples inside). :class:`~aticnet.inference.segmenter.Segmenter`
-turns them into labels at the image's size (:mod:`aticnet.inference.labels`).
+(4 for the ICNet family's low-res head, 1 for a graph that upsamples inside). ``aticnet.inference.segmenter.Segmenter``
+turns them into labels at the image's size (``aticnet.inference.labels``).
 
-* :class:`TorchRunner`: an ``nn.Module`` (or a TorchScript file), on the CPU or CUDA.
-* :class:`OnnxRuntimeRunner`: an ``.onnx`` file (fp32, or int8 QDQ) in onnxruntime.
-* :class:`OpenVINORunner`: an OpenVINO IR (``.xml`` + ``.bin``, fp32 or int8) or an ``.onnx`` file in
+* ``TorchRunner``: an ``nn.Module`` (or a TorchScript file), on the CPU or CUDA.
+* ``OnnxRuntimeRunner``: an ``.onnx`` file (fp32, or int8 QDQ) in onnxruntime.
+* ``OpenVINORunner``: an OpenVINO IR (``.xml`` + ``.bin``, fp32 or int8) or an ``.onnx`` file in
   OpenVINO, on the CPU, in fp32 or (``precision="bf16"``) with bf16 inference where the CPU has it.
 
 Every exported file carries the same metadata (classes, colours, mean, std, model config, output

@@ -1,6 +1,6 @@
 """Fast inference: the same network, rearranged to run faster on the same hardware.
 
-:func:`optimize_for_inference` applies, on a copy of the model:
+``optimize_for_inference`` applies, on a copy of the model:
 
 * **Conv-BN folding** (``fold_bn``): every BatchNorm2d that directly follows a Conv2d in an
   ``nn.Sequential`` (our ``ConvBN``, torchvision's ``Conv2dNormActivation``, DeepLab's and
@@ -81,18 +81,25 @@ def optimize_for_inference(
     compile: bool = False,
     dtype: torch.dtype | None = None,
 ) -> nn.Module:
-    """An eval-mode copy of ``model`` that computes the same function faster (see the module doc).
+    """An eval-mode copy of ``model`` that computes the same function faster on the same hardware.
 
-    The copy takes the same input as the original (a float32 NCHW image batch): a forward
-    pre-hook converts it to ``dtype`` and channels_last. With ``compile`` the result is a ``torch.compile``
-    wrapper (attributes such as ``config`` still reach the model); its first call compiles.
+    BatchNorms are folded into the convolutions before them (exact in real arithmetic; in float32 the logits move
+    by a few ulps), weights and activations go channels-last (NHWC, native to oneDNN and cuDNN), and optionally to
+    a lower precision or through ``torch.compile``. [`aticnet.load`][aticnet.load] applies it with ``fast=True``.
+    The copy takes the same input as the original (a float32 NCHW image batch): a forward pre-hook converts it to
+    ``dtype`` and channels-last. With ``compile`` the result is a ``torch.compile`` wrapper (attributes such as
+    ``config`` still reach the model); its first call compiles.
 
     Args:
-        model: the model (left as it is). channels_last: weights and input in NHWC. fold_bn: fold BatchNorms into
-            the preceding convs. compile: ``torch.compile`` (CUDA graphs on a GPU). dtype: weights and input in this
-            type (``torch.bfloat16``, ``torch.float16``; None: float32).
+        model: the model (left as it is).
+        channels_last: weights and input in NHWC.
+        fold_bn: fold BatchNorms into the preceding convs.
+        compile: ``torch.compile`` with Inductor freezing (CUDA graphs on a GPU).
+        dtype: weights and input in this type (``torch.bfloat16``, ``torch.float16``; None: float32). Not the same
+            labels as float32, so never a default.
+
     Returns:
-        The copy: N x 3 x H x W in, the model's output (in ``dtype``) out.
+        The copy, mapping N x 3 x H x W images to the model's output (in ``dtype``).
     """
     fast = copy.deepcopy(model).eval()
     for p in fast.parameters():
@@ -138,7 +145,7 @@ class FrozenCompiled(nn.Module):
 
 
 def compile_module(module: nn.Module) -> nn.Module:
-    """``torch.compile`` for inference: static shapes, Inductor freezing (see :class:`FrozenCompiled`); on a GPU
+    """``torch.compile`` for inference: static shapes, Inductor freezing (see ``FrozenCompiled``); on a GPU
     also CUDA graphs (``mode="reduce-overhead"``): a batch-1 pass of small kernels is launched as one graph."""
     param = next(module.parameters(), None)
     on_gpu = param is not None and param.device.type == "cuda"

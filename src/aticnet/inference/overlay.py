@@ -40,13 +40,20 @@ def _table(palette: Palette, fill: Sequence[int]) -> np.ndarray:
 
 
 def colorize(labels: Any, palette: Palette, ignore_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
-    """Class ids as colours.
+    """Class ids drawn as colours: a colour mask.
+
+    Examples:
+        >>> import aticnet
+        >>> m = aticnet.load("aticnet-camvid")
+        >>> mask = aticnet.colorize(m.predict("street.png"), m.colors)     # what m.colorize(labels) gives
 
     Args:
-        labels: H x W class ids (tensor or array); ids outside the palette (255: ignore) get ``ignore_color``.
-        palette: one RGB triple per class.
+        labels: H x W class ids (a torch tensor or a numpy array).
+        palette: one RGB triple per class, in class-id order (a segmenter's ``colors``).
+        ignore_color: the RGB colour of ids outside the palette (255, ignore, among them).
+
     Returns:
-        H x W x 3 uint8.
+        An H x W x 3 uint8 RGB numpy array.
     """
     return np.take(_table(palette, ignore_color), _ids(labels), axis=0)
 
@@ -58,10 +65,16 @@ def overlay(image: Any, labels: Any, palette: Palette, alpha: float = 0.5) -> np
     one level of the float blend).
 
     Args:
-        image: H x W x 3 (or 3 x H x W) uint8. labels: H x W class ids. palette: one RGB triple per class.
-        alpha: the colours' opacity, 0..1 (1: the colours alone).
+        image: H x W x 3 (or 3 x H x W) uint8 RGB, a numpy array or a torch tensor.
+        labels: its H x W class ids.
+        palette: one RGB triple per class, in class-id order (a segmenter's ``colors``).
+        alpha: the colours' opacity, 0 to 1 (1: the colours alone).
+
     Returns:
-        H x W x 3 uint8.
+        An H x W x 3 uint8 RGB numpy array.
+
+    Raises:
+        UserError: ``alpha`` is outside 0 to 1.
     """
     if not 0.0 <= alpha <= 1.0:
         raise UserError(f"the overlay opacity (alpha) must be between 0 and 1, not {alpha}")

@@ -17,7 +17,7 @@ Formats:
 
 A video becomes a video (``overlay`` or ``color``, same container, H.264 or MPEG-4) or,
 for ``trainid`` and ``labelid``, a folder of per-frame PNGs; it runs through the pipeline of
-:mod:`.pipeline` with its file policy (decoding, inference and encoding overlap; every frame is kept;
+``pipeline`` with its file policy (decoding, inference and encoding overlap; every frame is kept;
 Ctrl-C closes the output, which stays playable). Same-size images run in
 batches of ``--batch-size``; a progress bar runs and the throughput is printed at the end.
 """

@@ -10,8 +10,8 @@
 [0, 1]) or a 3 x H x W tensor (uint8, or float in [0, 1]). The image is scaled to [0, 1]
 and normalised with the model's own ``config.mean`` / ``config.std``, so the caller never
 normalises. The network runs on one of three engines (``backend``: torch, onnxruntime,
-openvino; :mod:`aticnet.inference.backends`) and returns low-resolution logits; the labels
-at the image's size come from :func:`aticnet.inference.labels.labels_from_logits`, equal
+openvino; ``aticnet.inference.backends``) and returns low-resolution logits; the labels
+at the image's size come from ``aticnet.inference.labels.labels_from_logits``, equal
 to the models' own bilinear upsample + argmax and several times faster. ``m.model`` is
 the ``nn.Module`` when the engine is PyTorch.
 """
@@ -111,11 +111,44 @@ def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- the segmenter
 class Segmenter:
-    """A loaded model ready to segment images (see the module docstring).
+    """A loaded model ready to segment images: [`aticnet.load`][aticnet.load] makes one from any deployable form.
 
-    ``runner`` maps a normalised N x 3 x H x W batch to N x K x H/s x W/s logits (s = its
-    ``output_stride``); ``infer_scale`` runs the network at that multiple of each image's size
-    (labels still come at the image's own size).
+    An image may be a file path, a PIL image, an H x W x 3 uint8 numpy array (a float array is read as [0, 1]) or
+    a 3 x H x W torch tensor (uint8, or float in [0, 1]). The segmenter scales it to [0, 1] and normalises it with
+    the model's own mean and std, so the caller never normalises. The network runs on one engine (PyTorch, ONNX
+    Runtime or OpenVINO) and returns low-resolution logits; the labels at the image's size come from
+    [`labels_from_logits`][aticnet.inference.labels.labels_from_logits], equal to the model's own bilinear upsample
+    and argmax and several times faster.
+
+    Examples:
+        >>> import aticnet
+        >>> m = aticnet.load("aticnet-camvid")
+        >>> labels = m.predict("street.png")        # H x W uint8 tensor of class ids
+        >>> m.classes[int(labels[0, 0])]            # the class of the top-left pixel, e.g. 'Sky'
+        >>> picture = m.overlay("street.png", labels)
+
+    Args:
+        runner: the engine: maps a normalised N x 3 x H x W batch to N x K x H/s x W/s logits, s being its
+            ``output_stride`` attribute (1 when it has none).
+        num_classes: K, the number of classes.
+        mean: the model's per-channel input mean, on [0, 1] pixels.
+        std: the model's per-channel input standard deviation.
+        meta: what the weights file says besides the model config: ``classes`` and ``colors`` among others.
+        model: the ``nn.Module``, when the engine is PyTorch.
+        device: where PyTorch runs the network.
+        name: the model's name, for messages.
+        source: where the weights came from, for messages.
+        align_corners: the model's bilinear convention, for the labels step.
+        infer_scale: run the network at this multiple of each image's size (labels still come at the image's
+            own size).
+
+    Attributes:
+        classes (list[str]): the class names, in class-id order.
+        colors (list[list[int]]): an RGB colour per class, as overlays and colour masks draw them.
+        num_classes (int): K.
+        backend (str): the engine: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
+        model (nn.Module | None): the unmodified module when the engine is PyTorch, else None.
+        infer_scale (float): the network's scale, as given.
     """
 
     def __init__(
@@ -161,12 +194,26 @@ class Segmenter:
         return torch.uint8 if self.num_classes <= 255 else torch.int64
 
     def normalize(self, batch: Tensor) -> Tensor:
-        """N x 3 x H x W in [0, 1] -> the model's normalised input."""
+        """The model's normalised input.
+
+        Args:
+            batch: N x 3 x H x W float images in [0, 1].
+
+        Returns:
+            N x 3 x H x W, minus the model's mean, divided by its std.
+        """
         return (batch - self.mean.to(batch.device)) / self.std.to(batch.device)
 
     def network_logits(self, x: Tensor, infer_scale: float | None = None) -> Tensor:
-        """Normalised N x 3 x H x W -> the network's N x K x h x w logits (at ``infer_scale`` x the size, then
-        the runner's output stride)."""
+        """The network's own output: low-resolution logits.
+
+        Args:
+            x: N x 3 x H x W normalised images.
+            infer_scale: this call's network scale (None: the segmenter's own).
+
+        Returns:
+            N x K x h x w logits, (h, w) being (H, W) times the scale, divided by the engine's output stride.
+        """
         scale = self.infer_scale if infer_scale is None else infer_scale
         if scale != 1:
             x = F.interpolate(x, size=scaled_size(x.shape[-2:], scale), mode="bilinear", align_corners=False,
@@ -176,12 +223,32 @@ class Segmenter:
         return self.run(x)
 
     def labels_of_normalized(self, x: Tensor, infer_scale: float | None = None) -> Tensor:
-        """Normalised N x 3 x H x W -> N x H x W labels at the input's size."""
+        """Class ids of normalised images, at their size.
+
+        Args:
+            x: N x 3 x H x W normalised images.
+            infer_scale: this call's network scale (None: the segmenter's own).
+
+        Returns:
+            N x H x W class ids on the CPU (uint8, or int64 past 255 classes).
+        """
         low = self.network_logits(x, infer_scale)
         return labels_from_logits(low, tuple(x.shape[-2:]), self.align_corners).to("cpu", self.label_dtype)
 
     def logits(self, images: Tensor | Sequence[Any], infer_scale: float | None = None) -> Tensor:
-        """N x K x H x W logits of same-size images (a list, or an N x 3 x H x W tensor in [0, 1] or uint8)."""
+        """Class scores of same-size images, at their size.
+
+        Args:
+            images: a list of images of one size (any form [`predict`][aticnet.Segmenter.predict] takes), or an
+                N x 3 x H x W tensor (uint8, or float in [0, 1]).
+            infer_scale: this call's network scale (None: the segmenter's own).
+
+        Returns:
+            N x K x H x W float logits, bilinearly upsampled from the network's output.
+
+        Raises:
+            UserError: the images differ in size (use [`predict_batch`][aticnet.Segmenter.predict_batch]).
+        """
         if isinstance(images, Tensor) and images.ndim == 4:
             batch = images.float() / 255 if images.dtype == torch.uint8 else images.float()
         else:
@@ -196,14 +263,37 @@ class Segmenter:
         return F.interpolate(low, size=batch.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
     def predict(self, image: Any, *, infer_scale: float | None = None) -> Tensor:
-        """H x W train ids (uint8, or int64 past 255 classes) of one image, at its own size."""
+        """The class of every pixel of one image. Calling the segmenter, ``m(image)``, does the same.
+
+        Args:
+            image: a file path (PNG, JPEG, ...), a PIL image, an H x W x 3 uint8 numpy array (float arrays are read
+                as [0, 1]), or a 3 x H x W torch tensor (uint8, or float in [0, 1]).
+            infer_scale: this call's network scale (None: the segmenter's own).
+
+        Returns:
+            An H x W torch tensor of class ids at the image's own size, on the CPU, uint8 (int64 past 255
+                classes). ``m.classes[i]`` names id i; ``labels.numpy()`` gives a numpy array.
+
+        Raises:
+            UserError: the image cannot be read, or is not H x W x 3 / 3 x H x W.
+        """
         return self.labels_of_normalized(self.normalize(_as_float([to_image_tensor(image)])), infer_scale)[0]
 
     __call__ = predict
 
     def predict_batch(self, images: Iterable[Any], batch_size: int = 8, *, infer_scale: float | None = None
                       ) -> list[Tensor]:
-        """``predict`` for many images; same-size images run together, ``batch_size`` at a time."""
+        """[`predict`][aticnet.Segmenter.predict] for many images; same-size images run through the network
+        together.
+
+        Args:
+            images: images of any sizes, in any form ``predict`` takes.
+            batch_size: at most this many images per pass.
+            infer_scale: this call's network scale (None: the segmenter's own).
+
+        Returns:
+            One H x W class-id tensor per image, in input order.
+        """
         tensors = [to_image_tensor(im) for im in images]
         results: list[Tensor | None] = [None] * len(tensors)
         for idx in group_by_size([tuple(t.shape[-2:]) for t in tensors], batch_size):
@@ -213,11 +303,27 @@ class Segmenter:
         return results  # type: ignore[return-value]
 
     def colorize(self, labels: Any) -> np.ndarray:
-        """H x W train ids -> H x W x 3 uint8 in this model's class colours."""
+        """Class ids drawn in this model's class colours (ids past the classes, 255 among them, are black).
+
+        Args:
+            labels: H x W class ids (a tensor or an array), e.g. from [`predict`][aticnet.Segmenter.predict].
+
+        Returns:
+            An H x W x 3 uint8 RGB numpy array.
+        """
         return _colorize(labels, self.colors)
 
     def overlay(self, image: Any, labels: Any, alpha: float = 0.5) -> np.ndarray:
-        """The image with its colourised labels blended over it (H x W x 3 uint8)."""
+        """The image with its class colours blended over it.
+
+        Args:
+            image: the image, in any form [`predict`][aticnet.Segmenter.predict] takes.
+            labels: its H x W class ids.
+            alpha: the colours' opacity, 0 to 1 (1: the colours alone).
+
+        Returns:
+            An H x W x 3 uint8 RGB numpy array.
+        """
         img = to_image_tensor(image)
         if img.is_floating_point():
             img = (img.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -231,7 +337,7 @@ DEFAULT_CPU_ENGINE = "openvino"
 
 
 def default_backend(device: torch.device, fast: bool = True) -> str:
-    """The engine a run gets by default: :data:`DEFAULT_CPU_ENGINE` on a CPU where it is installed, else
+    """The engine a run gets by default: ``DEFAULT_CPU_ENGINE`` on a CPU where it is installed, else
     PyTorch. ``fast=False`` asks for the module as it is: PyTorch."""
     if device.type != "cpu" or not fast:
         return "torch"
@@ -246,28 +352,38 @@ def load(
     *,
     backend: str | None = None,
     fast: bool = True,
-    infer_scale: float = 1.0,
+    infer_scale: float | None = None,
     precision: str = "32",
 ) -> Segmenter:
-    """A :class:`Segmenter` from any deployable form.
+    """A [`Segmenter`][aticnet.Segmenter] from any deployable form: the way to segment images from Python.
+
+    Examples:
+        >>> import aticnet
+        >>> m = aticnet.load("aticnet-camvid")                     # OpenVINO on a CPU where it is installed
+        >>> labels = m.predict("street.png")                        # H x W uint8 tensor of class ids
+        >>> fast = aticnet.load("model.int8.xml", infer_scale=0.75)  # an int8 file, at 3/4 of the image size
 
     Args:
-        weights: a shipped name (``"aticnet-camvid"``, :func:`aticnet.list_weights`), a run directory, a
-            ``.safetensors`` file or a saved-pretrained folder (PyTorch, or OpenVINO converted in memory), an ``.onnx``
-            file (onnxruntime or OpenVINO; fp32 or int8), an OpenVINO IR ``.xml`` (fp32 or int8) or a TorchScript
-            file written by ``aticnet export``.
+        weights: a shipped name (``"aticnet-camvid"``; [`aticnet.list_weights`][aticnet.list_weights]), a run
+            directory, a ``.safetensors`` file or a saved-pretrained folder (PyTorch, or OpenVINO converted in
+            memory), an ``.onnx`` file (onnxruntime or OpenVINO; fp32 or int8), an OpenVINO IR ``.xml`` (fp32 or
+            int8) or a TorchScript file written by ``aticnet export``.
         device: "cpu", "cuda" or "auto"; OpenVINO runs on the CPU whatever is asked (a warning says so).
         backend: torch, onnxruntime or openvino, where a file can run on more than one (default: the file's own;
-            for weights, :func:`default_backend`).
+            for weights, OpenVINO on a CPU where it is installed, else PyTorch).
         fast: PyTorch runs the model with its BatchNorms folded into the convs and channels-last
-            (:func:`aticnet.inference.fast.optimize_for_inference`: the same logits to float rounding);
-            ``m.model`` stays the unmodified module.
+            ([`optimize_for_inference`][aticnet.inference.fast.optimize_for_inference]: the same logits to float
+            rounding); ``m.model`` stays the unmodified module.
         infer_scale: run the network at this multiple of each image's size; labels come at the image's size.
+            None: the scale the weights were trained for (their ``infer_scale``; 1 when they do not say).
         precision: "32"; "bf16" computes in bfloat16 (OpenVINO on CPUs that have it, or PyTorch with its weights in
             bf16: close, not equal, labels); "16" is PyTorch's float16 on CUDA.
 
     Returns:
-        A :class:`Segmenter`: ``predict(image)`` gives H x W class ids at the image's size.
+        The segmenter; its ``predict(image)`` gives H x W class ids at the image's size.
+
+    Raises:
+        UserError: the weights are not found, or the engine or precision does not suit them.
     """
     path = Path(weights)
     suffix = path.suffix.lower()
@@ -299,7 +415,7 @@ def load(
         return Segmenter(runner, num_classes=config["num_classes"], mean=meta.pop("mean", config.get("mean")),
                          std=meta.pop("std", config.get("std")), meta=meta, device=device if on_device else "cpu",
                          model=getattr(runner, "module", None), name=config.get("name", path.stem), source=str(path),
-                         align_corners=config.get("align_corners", True), infer_scale=infer_scale)
+                         align_corners=config.get("align_corners", True), infer_scale=trained_scale(meta, infer_scale))
     from ..models.weights import load_model
 
     model, meta = load_model(path, device)
@@ -307,11 +423,19 @@ def load(
                                precision=precision, source=str(path))
 
 
+def trained_scale(meta: dict[str, Any], infer_scale: float | None = None) -> float:
+    """``infer_scale`` when given, else the scale the weights were trained for (their metadata's ``infer_scale``:
+    a model trained on frames upsampled 2x runs on images upsampled 2x), else 1."""
+    if infer_scale is not None:
+        return float(infer_scale)
+    return float(meta.get("infer_scale") or 1.0)
+
+
 def segmenter_of_module(model: nn.Module, meta: dict[str, Any], device: torch.device, *, backend: str | None = None,
-                        fast: bool = True, infer_scale: float = 1.0, precision: str = "32",
+                        fast: bool = True, infer_scale: float | None = None, precision: str = "32",
                         source: str = "") -> Segmenter:
-    """A :class:`Segmenter` running an aticnet model (eval mode, on ``device``) on ``backend`` (default:
-    :func:`default_backend`): PyTorch, BatchNorms folded with ``fast``, or OpenVINO, converted here."""
+    """A ``Segmenter`` running an aticnet model (eval mode, on ``device``) on ``backend`` (default:
+    ``default_backend``): PyTorch, BatchNorms folded with ``fast``, or OpenVINO, converted here."""
     cfg = model.config
     backend = backend or default_backend(device, fast)
     if backend == "onnxruntime":
@@ -335,4 +459,4 @@ def segmenter_of_module(model: nn.Module, meta: dict[str, Any], device: torch.de
                              else place_on_device(model, device), device)
     return Segmenter(runner, num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std, meta=meta, model=model,
                      device=device if backend != "openvino" else "cpu", name=cfg.name, source=source,
-                     align_corners=cfg.align_corners, infer_scale=infer_scale)
+                     align_corners=cfg.align_corners, infer_scale=trained_scale(meta, infer_scale))

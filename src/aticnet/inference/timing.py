@@ -1,7 +1,7 @@
 """The one timing harness: passes timed round-robin over several models, after warm-up, device synchronised.
 
-``aticnet benchmark`` times its models with :func:`run_interleaved`; ``analyze``, the demo and the
-CamVid script call :func:`measure_latency`, which is the same harness on one model.
+``aticnet benchmark`` times its models with ``run_interleaved``; ``analyze``, the demo and the
+CamVid script call ``measure_latency``, which is the same harness on one model.
 """
 
 from __future__ import annotations
@@ -111,13 +111,23 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> floa
 
 def measure_latency(model: nn.Module, size: tuple[int, int], *, runs: int = 5, warmup: int = 1,
                     device: str | torch.device = "cpu") -> float:
-    """Median milliseconds of one eval pass, image -> logits -> argmax labels, batch 1 (the benchmark's
-    timed region, for one model), on random input.
+    """Median milliseconds of one eval pass, image to logits to argmax labels, batch 1 (the benchmark's timed
+    region, for one model), on random input. For figures to publish, ``aticnet benchmark`` interleaves models and
+    takes many more passes.
+
+    Examples:
+        >>> import aticnet
+        >>> aticnet.measure_latency(aticnet.build_model("aticnet", num_classes=11), (360, 480), runs=10)
 
     Args:
-        model: the network. size: (H, W). runs: timed passes after ``warmup`` untimed ones. device: where it runs.
+        model: the network (an ``nn.Module`` taking N x C x H x W images).
+        size: (H, W) of the random input.
+        runs: timed passes.
+        warmup: untimed passes before them.
+        device: where it runs (the model must be there already).
+
     Returns:
-        Milliseconds (median).
+        The median over the timed passes, in milliseconds.
     """
     device = torch.device(device)
     in_channels = getattr(getattr(model, "config", None), "in_channels", 3)
@@ -129,13 +139,18 @@ def measure_latency(model: nn.Module, size: tuple[int, int], *, runs: int = 5, w
 
 def time_interleaved(predictors: dict[str, Callable[[Tensor], Any]], image: Tensor, *, runs: int = 10,
                      warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds of ``runs`` passes of each predictor on ``image``, timed round-robin after ``warmup`` passes each.
+    """Seconds of ``runs`` passes of each predictor on ``image``, timed round-robin after ``warmup`` passes each, so
+    that a change of the machine's state (another process, the clock) touches every predictor alike.
 
     Args:
-        predictors: name -> a callable taking the image batch (an ``nn.Module``, ``Segmenter.labels_of_normalized``...).
+        predictors: name to a callable taking the image batch (an ``nn.Module``,
+            ``Segmenter.labels_of_normalized``, ...).
         image: N x 3 x H x W, on the device the predictors run on.
+        runs: timed passes of each predictor.
+        warmup: untimed passes of each before them.
+
     Returns:
-        name -> the timed passes' seconds, in order.
+        Name to the timed passes' seconds, in order.
     """
     entries = [Entry(name, name, None, f, contextlib.nullcontext) for name, f in predictors.items()]
     run_interleaved(entries, image, image.device, runs=runs, warmup=warmup, budget_s=float("inf"), min_runs=runs)

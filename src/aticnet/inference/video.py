@@ -1,10 +1,10 @@
 """Video files, cameras and network streams with PyAV (FFmpeg): decoding frames, encoding pictures
 (``pip install av``).
 
-Sources (:func:`open_source`): a camera (``/dev/video0``, or an index ``N`` meaning ``/dev/videoN``, read
+Sources (``open_source``): a camera (``/dev/video0``, or an index ``N`` meaning ``/dev/videoN``, read
 through FFmpeg's v4l2 input), an RTSP/HTTP/UDP URL (low-delay options, RTSP over TCP) or a file. Live
 sources decode with slice threading, since frame threading holds back one frame per thread; files use
-FFmpeg's automatic threading. Sinks (:class:`VideoWriter`): a video file (H.264 or MPEG-4), or an RTSP
+FFmpeg's automatic threading. Sinks (``VideoWriter``): a video file (H.264 or MPEG-4), or an RTSP
 URL (published to an RTSP server) or a UDP URL (MPEG-TS), both encoded for low delay.
 """
 
@@ -136,7 +136,7 @@ def open_source(spec: str | int | Path, *, live: bool | None = None,
             live is paced at its frame rate, as a camera would deliver it.
         options: FFmpeg input options (``video_size``, ``framerate``, ``input_format`` for a camera, ...).
     Returns:
-        The :class:`VideoSource`; an unreadable source is a DataError naming it.
+        The ``VideoSource``; an unreadable source is a DataError naming it.
     """
     text = str(spec)
     kind = source_kind(text)

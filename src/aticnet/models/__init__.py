@@ -23,6 +23,8 @@ MODEL_CONFIGS: dict[str, Callable[[], ModelConfig]] = {
     "icnet_atrous": icnet_atrous_config,
 }
 MODEL_NAMES = tuple(MODEL_CONFIGS)  # ours
+"""The networks aticnet builds itself: ``icnet``, ``aticnet``, ``pspnet``, ``icnet_s5x2``, ``icnet_atrous``
+(torchvision's ``lraspp_mobilenet_v3`` and ``deeplabv3_mobilenet_v3`` build too)."""
 PEER_NAMES = tuple(TORCHVISION_BUILDERS)  # torchvision's, random init
 MODEL_CONFIGS.update({name: partial(peer_config, name) for name in PEER_NAMES})
 ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = {
@@ -43,18 +45,30 @@ def model_from_config(config: ModelConfig) -> nn.Module:
 
 
 def build_model(name: str, num_classes: int | None = None, *, weights: str | None = None, **overrides: Any) -> nn.Module:
-    """Build ``name`` (one of :data:`MODEL_NAMES` or :data:`PEER_NAMES`).
+    """Build a network by name, with random weights or the trained weights that ship with aticnet.
+
+    Examples:
+        >>> import aticnet
+        >>> model = aticnet.build_model("aticnet", num_classes=11)       # random init, width 0.5
+        >>> trained = aticnet.build_model("aticnet", weights="camvid")   # the shipped aticnet-camvid
+        >>> logits = trained.eval()(images)                              # N x 11 x H x W
 
     Args:
-        name: the architecture, e.g. ``"aticnet"``.
+        name: the architecture: one of [`MODEL_NAMES`][aticnet.MODEL_NAMES] (``"aticnet"``, ``"icnet"``, ...) or
+            torchvision's ``"lraspp_mobilenet_v3"`` and ``"deeplabv3_mobilenet_v3"``.
         num_classes: outputs of the classifier (default 19, Cityscapes'; with ``weights``, theirs).
         weights: trained weights that ship with aticnet, by data set (``"camvid"``) or full name
-            (``"aticnet-camvid"``); :func:`aticnet.list_weights` lists them. None: random init.
-        overrides: :class:`ModelConfig` fields, e.g. ``width=1.0`` or ``rates=(1, 2, 3, 4)`` (not with ``weights``).
+            (``"aticnet-camvid"``); [`aticnet.list_weights`][aticnet.list_weights] lists them. None: random init.
+        **overrides: [`ModelConfig`][aticnet.ModelConfig] fields, e.g. ``width=1.0`` or ``rates=(1, 2, 3, 4)``
+            (not with ``weights``).
 
     Returns:
-        The ``nn.Module`` in training mode, its config at ``model.config``. In eval mode it maps an
-        N x 3 x H x W normalised image batch to N x K x H x W logits.
+        The network, an ``nn.Module`` in training mode, with its config at ``model.config``. In eval mode it maps
+            an N x 3 x H x W normalised image batch to N x K x H x W logits; in training mode it returns a dict
+            (``"out"`` and the auxiliary outputs the loss uses).
+
+    Raises:
+        UserError: unknown weights, or ``num_classes`` or overrides that the weights do not fit.
     """
     if weights is None:
         return model_from_config(model_config(name, num_classes=19 if num_classes is None else num_classes, **overrides))

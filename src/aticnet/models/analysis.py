@@ -26,10 +26,17 @@ def atrous_receptive_field(kernel: int, rate: int) -> int:
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Parameters in total and per part.
 
+    Examples:
+        >>> import aticnet
+        >>> aticnet.count_parameters(aticnet.build_model("aticnet", num_classes=11))["total"]
+        10838113
+
     Args:
         model: an aticnet model (the parts are its top-level modules; a torchvision peer counts as heads).
+
     Returns:
-        {"trunk", "pyramid", "cascade", "heads", "total"}: counts of numbers.
+        The numbers of parameters by part, keys ``"trunk"``, ``"pyramid"``, ``"cascade"``, ``"heads"`` and
+            ``"total"``.
     """
     counts = dict.fromkeys([*PARTS, "heads"], 0)
     for name, p in model.named_parameters():
@@ -50,9 +57,11 @@ def count_flops(model: nn.Module, size: tuple[int, int], batch: int = 1) -> floa
 
     Args:
         model: any model taking an N x C x H x W image (C = ``config.in_channels``, else 3).
-        size: (H, W) of the input. batch: N.
+        size: (H, W) of the input.
+        batch: N, the images per pass.
+
     Returns:
-        The FLOPs of one pass.
+        The FLOPs of one pass (``aticnet analyze`` prints them in GFLOPs).
     """
     meta = copy.deepcopy(model).to("meta").eval()
     in_channels = getattr(getattr(model, "config", None), "in_channels", 3)
@@ -71,8 +80,11 @@ def receptive_fields(model: nn.Module, size: tuple[int, int] | None = None) -> d
     Args:
         model: an ICNet-family or PSPNet model (it has ``receptive_field_path()``).
         size: (H, W) of the input, to give each pooled cell's region; optional.
+
     Returns:
-        {"trunk": [{"part", "rf", "stride"}], "pyramid": [{"bin", "rate", "kernel", "F", "F_input"[, "pool_region"]}]}.
+        Two lists under the keys ``trunk`` and ``pyramid``. Per trunk part a dict of ``part``, ``rf`` and
+            ``stride``; per pyramid level a dict of ``bin``, ``rate``, ``kernel``, ``F``, ``F_input`` and, with
+            ``size``, ``pool_region``.
     """
     rf, jump = 1, 1
     trunk = []

@@ -59,7 +59,7 @@ class ResNetTrunk(nn.Module):
         blocks: residual blocks per stage.
         strides: stride of each stage's first block (the stem and its max-pool add 4).
         dilations: dilation of every 3x3 conv in each stage.
-        stride_in_1x1: see :class:`Bottleneck`.
+        stride_in_1x1: see ``Bottleneck``.
     """
 
     def __init__(

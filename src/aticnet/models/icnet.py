@@ -40,7 +40,7 @@ HIGH_BRANCH = (64, 64, 128)  # conv1_sub1, conv2_sub1, conv3_sub1
 
 
 class ICNet(nn.Module):
-    """ICNet family (ICNet, AtICNet and the ablations), built from a :class:`ModelConfig`.
+    """ICNet family (ICNet, AtICNet and the ablations), built from a ``ModelConfig``.
 
     ``forward`` in training mode returns ``{"out": 1/4 logits, "aux_16": 1/16 logits,
     "aux_8": 1/8 logits}``; in eval mode, N x num_classes x H x W logits at the input size.
@@ -89,7 +89,7 @@ class ICNet(nn.Module):
     def forward_lowres(self, image: Tensor) -> Tensor:
         """N x K x H/4 x W/4: the eval logits before their last upsampling (``output_stride`` = 4).
 
-        The deployed forms stop here and leave the upsample-and-argmax to :mod:`aticnet.inference.labels`."""
+        The deployed forms stop here and leave the upsample-and-argmax to ``aticnet.inference.labels``."""
         return self._outputs(image)["out"]
 
     def _outputs(self, image: Tensor) -> dict[str, Tensor]:

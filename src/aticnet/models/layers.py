@@ -38,7 +38,7 @@ class ConvBN(nn.Sequential):
 
 
 class Classifier(nn.Conv2d):
-    """1x1 conv with bias: features -> class scores. Initialised N(0, 0.01) by :func:`init_weights`."""
+    """1x1 conv with bias: features -> class scores. Initialised N(0, 0.01) by ``init_weights``."""
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__(in_channels, num_classes, 1)
@@ -94,7 +94,7 @@ def half(x: Tensor, align_corners: bool) -> Tensor:
 def init_weights(model: nn.Module, *, zero_init_residual: bool = False, bn_momentum: float = 0.1) -> None:
     """Kaiming-normal convs (fan-out, ReLU) with zero bias, BN weight 1 and bias 0.
 
-    :class:`Classifier` layers start at N(0, 0.01) with bias 0, as mmsegmentation's heads
+    ``Classifier`` layers start at N(0, 0.01) with bias 0, as mmsegmentation's heads
     do: initial logits near 0, so the first loss is about ln(K) per output instead of a
     large, noisy value.
 

@@ -27,8 +27,19 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 class Weights:
     """One shipped model: where it lies and what its ``config.json`` says about it.
 
-    ``metrics`` holds the figures measured for it (mIoU of each protocol, latency per deployable form),
-    each with the command that measured it in ``commands``.
+    Attributes:
+        name: the name every command takes (``"aticnet-camvid"``).
+        folder: its Hub-style folder (``model.safetensors``, ``config.json``, ``README.md``: the model card).
+        model: the architecture (``"aticnet"``, ``"icnet"``).
+        dataset: the data set it was trained on.
+        num_classes: its number of classes.
+        classes: the class names, in class-id order.
+        input_size: (H, W) of the frames it was trained on.
+        params: its number of parameters.
+        metrics: the figures measured for it: ``camvid_heldout_0006R0_miou`` (a fraction), the seeds and steps of
+            that protocol, and ``speed``, per deployable form the milliseconds at 360x480 and 1024x2048 and the
+            change of val mIoU. ``aticnet weights`` prints them by name.
+        commands: the command behind each group of figures (``train``, ``heldout``, ``speed``).
     """
 
     name: str
@@ -60,14 +71,24 @@ def _read(folder: Path) -> Weights:
 
 
 def list_weights() -> list[Weights]:
-    """Every shipped model, by name."""
+    """Every model that ships with aticnet, sorted by name.
+
+    Examples:
+        >>> import aticnet
+        >>> [w.name for w in aticnet.list_weights()]
+        ['aticnet-camvid', 'icnet-camvid']
+
+    Returns:
+        A [`Weights`][aticnet.models.pretrained.Weights] record per shipped model (an empty list when the
+            installation holds none).
+    """
     if not WEIGHTS_DIR.is_dir():
         return []
     return [_read(d) for d in sorted(WEIGHTS_DIR.iterdir()) if (d / "config.json").is_file()]
 
 
 def weight_names() -> list[str]:
-    """The names :func:`get_weights` knows."""
+    """The names ``get_weights`` knows."""
     return [w.name for w in list_weights()]
 
 
@@ -77,7 +98,17 @@ def is_weights_name(text: str) -> bool:
 
 
 def get_weights(name: str) -> Weights:
-    """The shipped model called ``name`` (e.g. ``aticnet-camvid``); an unknown name lists the known ones."""
+    """The shipped model called ``name``.
+
+    Args:
+        name: a shipped name, e.g. ``"aticnet-camvid"``.
+
+    Returns:
+        Its [`Weights`][aticnet.models.pretrained.Weights] record.
+
+    Raises:
+        UserError: no model of that name ships; the message lists those that do.
+    """
     if not is_weights_name(name):
         known = ", ".join(weight_names()) or "none in this installation"
         raise UserError(f"{name}: no shipped weights of that name (shipped: {known})")
@@ -92,15 +123,3 @@ def weights_for(model: str, weights: str) -> Weights:
         raise UserError(f"{name}: these are {found.model} weights, not {model}")
     return found
 
-
-def format_table(weights: list[Weights]) -> str:
-    """The listing ``aticnet weights`` prints: name, classes, input size, parameters and measured figures."""
-    if not weights:
-        return "no weights ship with this installation"
-    lines = ["| name | model | data set | classes | input | parameters | measured |",
-             "| --- | --- | --- | ---: | --- | ---: | --- |"]
-    for w in weights:
-        figures = "; ".join(f"{k} {v}" for k, v in w.metrics.items() if not isinstance(v, dict))
-        lines.append(f"| {w.name} | {w.model} | {w.dataset} | {w.num_classes} | {w.input_size[0]}x{w.input_size[1]} "
-                     f"| {w.params / 1e6:.2f} M | {figures} |")
-    return "\n".join(lines)

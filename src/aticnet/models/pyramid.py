@@ -1,11 +1,11 @@
 """Pyramid pooling in the three forms the three papers use.
 
-* :class:`SumPyramidPooling` (ICNet): average-pool to each bin grid, upsample back and
+* ``SumPyramidPooling`` (ICNet): average-pool to each bin grid, upsample back and
   **sum** with the input. No conv per level; channels unchanged.
-* :class:`AtrousPyramidPooling` (AtICNet): each level first runs a 3x3 atrous conv
+* ``AtrousPyramidPooling`` (AtICNet): each level first runs a 3x3 atrous conv
   (C -> C/8), BN, ReLU, a 1x1 conv (C/8 -> C) and BN, then pools and upsamples; the
   levels are **summed** with the input, as in ICNet.
-* :class:`ConcatPyramidPooling` (PSPNet): pool, 1x1 conv to C/4 + BN + ReLU, upsample, and
+* ``ConcatPyramidPooling`` (PSPNet): pool, 1x1 conv to C/4 + BN + ReLU, upsample, and
   **concatenate** with the input (2C channels out). The 1x1 bin is a single pixel per image,
   so its BatchNorm would need a batch of 2 or more to train; like segmentation_models_pytorch,
   that level has a conv with bias and no BatchNorm, and PSPNet trains at any batch size.
@@ -102,7 +102,7 @@ class AtrousLevel(nn.Module):
 class AtrousPyramidPooling(nn.Module):
     """AtICNet's pyramid: ``x + sum_l level_l(x)``, levels paired (bin, rate) in order.
 
-    ``level_options`` go to every :class:`AtrousLevel` (``inner_bn``, ``inner_relu``,
+    ``level_options`` go to every ``AtrousLevel`` (``inner_bn``, ``inner_relu``,
     ``final_relu``, ``align_corners``).
     """
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ..data.cache import CACHE_MODES
 from ..models.config import ModelConfig
 from ..utils.errors import UserError
 from .losses import AUX_WEIGHTS
@@ -32,7 +33,8 @@ def option(default: Any, help: str) -> Any:
 @dataclass
 class TrainConfig:
     """Every choice of a training run: one field each, with its help text. Each field is a YAML key of a config
-    file and a flag of ``aticnet train`` (``crop_size`` is ``--crop-size``); :func:`load_config` reads one."""
+    file and a flag of ``aticnet train`` (``crop_size`` is ``--crop-size``);
+    [`aticnet.load_config`][aticnet.load_config] reads one."""
 
     # model
     model: str = option("aticnet", "icnet, aticnet, pspnet, icnet_s5x2, icnet_atrous, or torchvision's "
@@ -50,11 +52,17 @@ class TrainConfig:
     scale_range: tuple[float, float] = option((0.5, 2.0), "random rescale before cropping")
     color_jitter: tuple[float, float, float, float] | None = option(
         None, "photometric augmentation: brightness contrast saturation hue (torchvision ColorJitter); empty = off")
-    augment_on: str = option("auto", "where the random rescale, crop and flip run: cpu (the loader's processes), "
-                                     "device (the GPU; the loader only decodes), or auto: the GPU when training on one "
-                                     "with frames of one size and no colour jitter")
+    augment_on: str = option("auto", "where the colour jitter, random rescale, crop and flip run: cpu (the loader's "
+                                     "processes), device (the GPU; the loader only decodes), or auto: the GPU when "
+                                     "training on one with frames of one size (always with cache device)")
     batch_size: int = option(10, "images per step over all processes (the paper: 10, then 16)")
     workers: int = option(4, "data-loading processes per training process")
+    cache: str = option("none", "none: decode every sample's files at every step; memory: decode the training set "
+                                "once into a memory-mapped file that every loader process shares (the same batches); "
+                                "device: keep the decoded frames on the training device and augment them there, "
+                                "no loader processes")
+    cache_dir: str | None = option(None, "where --cache keeps decoded frames; empty = $ATICNET_CACHE_DIR or "
+                                         "~/.cache/aticnet/frames")
     # optimisation (the paper's recipe by default)
     max_steps: int = option(5000, "iterations; the schedule is iteration-based")
     optimizer: str = option("sgd", "sgd (the paper) or adamw")
@@ -76,6 +84,8 @@ class TrainConfig:
                                            "validated and saved instead of the raw weights; empty = off")
     grad_clip: float | None = option(None, "clip the gradient norm to this value")
     precision: str = option("32", "32, bf16 or 16 (16 only on CUDA)")
+    compile: bool = option(False, "torch.compile the model (Inductor); when it cannot compile, training goes on "
+                                  "without it and the log says why")
     # evaluation and logging
     eval_every: int = option(1000, "steps between validation runs (0: only at the end)")
     eval_max_images: int | None = option(None, "evaluate on the first N val images only")
@@ -113,6 +123,7 @@ class TrainConfig:
             "loss": ("ce", "ohem"),
             "weight_decay_scope": ("weights", "all"),
             "augment_on": ("auto", "cpu", "device"),
+            "cache": CACHE_MODES,
         }
         for name, allowed in choices.items():
             if str(getattr(self, name)) not in allowed:
@@ -126,6 +137,8 @@ class TrainConfig:
             raise UserError(f"crop_size must be positive, not {self.crop_size}")
         if self.eval_scale <= 0:
             raise UserError(f"eval_scale must be positive, not {self.eval_scale}")
+        if self.cache == "device" and self.augment_on == "cpu":
+            raise UserError("cache device augments on the device: drop augment_on cpu, or use cache memory")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise UserError(f"ema_decay must be between 0 and 1, not {self.ema_decay}")
 
@@ -240,12 +253,21 @@ def read_yaml_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """A training config: the defaults, updated by a YAML file, then by overrides.
 
+    Examples:
+        >>> import aticnet
+        >>> config = aticnet.load_config("my_recipe.yaml", max_steps=100, out="runs/short")
+        >>> summary = aticnet.train(config)
+
     Args:
         path: a YAML file of TrainConfig fields; a ``base:`` key names another file (relative to this one) whose
             keys this file's override.
-        overrides: field values (as flags give them); None means not given.
+        **overrides: field values (as flags give them); None means not given.
+
     Returns:
-        The :class:`TrainConfig`; a wrong field or type is a UserError naming the file and the field.
+        The [`TrainConfig`][aticnet.TrainConfig].
+
+    Raises:
+        UserError: a wrong field or type, naming the file (or the override) and the field.
     """
     values: dict[str, Any] = {}
     hints = typing.get_type_hints(TrainConfig)

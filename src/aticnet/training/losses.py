@@ -52,12 +52,12 @@ def cross_entropy(
         total = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="sum")
         return total / (pixel_weight * valid).sum().clamp(min=torch.finfo(logits.dtype).tiny)
     with torch.no_grad():
-        p_true = logits.softmax(1).gather(1, safe[:, None])[:, 0]
-        keep = valid & (p_true < ohem.threshold)
-        if int(keep.sum()) < ohem.min_kept:  # too few above the threshold: the min_kept hardest valid pixels
-            k = min(ohem.min_kept, int(valid.sum()))
-            hardest = torch.where(valid, p_true, 2.0).flatten().topk(k, largest=False).indices
-            keep = torch.zeros_like(keep).flatten().index_fill_(0, hardest, True).view_as(keep)
+        # p of the true class; ignored pixels 2.0, never hard. The min_kept-th smallest p bounds the hardest
+        # min_kept (ties kept too); with fewer valid pixels it is an ignored one's 2.0, and every valid pixel is kept.
+        # No count is read back: nothing waits for the device.
+        p_true = torch.where(valid, logits.softmax(1).gather(1, safe[:, None])[:, 0], 2.0)
+        kth = p_true.flatten().kthvalue(min(ohem.min_kept, p_true.numel())).values
+        keep = valid & ((p_true < ohem.threshold) | (p_true <= kth))
     per_pixel = F.cross_entropy(logits, safe, weight=weight, reduction="none")
     kept = keep.to(per_pixel.dtype)
     return (per_pixel * kept).sum() / (pixel_weight * kept).sum().clamp(min=torch.finfo(logits.dtype).tiny)
@@ -74,7 +74,7 @@ class CascadeLoss(nn.Module):
         aux_keys: names of the auxiliary outputs, coarsest first (the model's ``aux_keys``).
         aux_weights: one weight per auxiliary output (ICNet paper: 0.4, 0.4; see ``AUX_WEIGHTS``).
         class_weights: optional K weights for the cross-entropy.
-        ohem: mine hard pixels (:class:`OHEM`) instead of averaging over all of them.
+        ohem: mine hard pixels (``OHEM``) instead of averaging over all of them.
     """
 
     def __init__(

@@ -1,11 +1,12 @@
 """What a training config asks for, built: data sets, model, loss, optimiser and schedule.
 
-Each function takes the :class:`~aticnet.training.config.TrainConfig` (and what was built before it)
+Each function takes the ``aticnet.training.config.TrainConfig`` (and what was built before it)
 and returns one thing, so ``train`` reads as a list of them and a test can build any piece alone.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -30,7 +31,7 @@ def build_datasets(config: TrainConfig, *, uint8_images: bool = False, augment_o
 
     With ``holdout_drive`` the drive's frames leave the training split and become the val set. With
     ``uint8_images`` both sets yield uint8 images, to be normalised on the device; with ``augment_on_device`` the
-    training set yields whole frames and the random draws, for :mod:`aticnet.data.device_augment`.
+    training set yields whole frames and the random draws, for ``aticnet.data.device_augment``.
     """
     held_out = [config.holdout_drive] if config.holdout_drive else []
     train_set = build_dataset(config.dataset, config.data_root, config.train_split, exclude_drives=held_out)
@@ -47,20 +48,19 @@ def build_datasets(config: TrainConfig, *, uint8_images: bool = False, augment_o
 
 
 def augments_on_device(config: TrainConfig, device: torch.device, train_set: SegmentationDataset) -> bool:
-    """Whether the GPU does the random rescale and crop (``augment_on``): "auto" picks it on a GPU when every frame
-    has one size (a batch of whole frames must stack) and there is no colour jitter (which runs on the CPU)."""
+    """Whether the device does the colour jitter, rescale and crop (``augment_on``): always with ``cache`` device
+    (its batches are made there); "auto" picks it on a GPU when every frame has one size (a batch of whole frames
+    from the loader must stack)."""
+    if config.cache == "device":
+        return True
     if config.augment_on == "cpu" or (config.augment_on == "auto" and device.type != "cuda"):
-        return False
-    if config.color_jitter:
-        if config.augment_on == "device":
-            raise UserError("--augment-on device: colour jitter runs on the CPU; drop --color-jitter or use cpu")
         return False
     sizes = train_set.frame_sizes()
     if len(sizes) > 1:
         if config.augment_on == "device":
             shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4])
             raise UserError(f"{config.data_root}: --augment-on device needs frames of one size, not {shown}...; "
-                            "use --augment-on cpu")
+                            "use --augment-on cpu, or --cache device")
         log.info("augmentation on the CPU: the frames differ in size (%d sizes)", len(sizes))
         return False
     return True
@@ -137,11 +137,22 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, An
     return [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainConfig, *, fused: bool = True) -> torch.optim.Optimizer:
+    """SGD or AdamW over ``parameter_groups``: torch's fused implementation (one kernel for every parameter, and a
+    step it can skip on the device: ``found_inf``) where this torch has one for the parameters' device, else (or
+    with ``fused`` False) its multi-tensor one."""
     groups = parameter_groups(model, config)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+        make = functools.partial(torch.optim.AdamW, groups, lr=config.lr, betas=(config.momentum, 0.999))
+    else:
+        make = functools.partial(torch.optim.SGD, groups, lr=config.lr, momentum=config.momentum)
+    if not fused:
+        return make()
+    try:
+        return make(fused=True)
+    except (RuntimeError, TypeError, ValueError) as e:  # no fused kernel for this device or dtype in this torch
+        log.info("%s: not fused on this device (%s)", config.optimizer, e)
+        return make()
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> LRScheduler:

@@ -4,8 +4,8 @@ A run directory holds::
 
     config.yaml          the TrainConfig, every field (``aticnet train --config config.yaml`` repeats the run)
     metrics.jsonl        one JSON object per row: train rows (step, loss, lr, images_per_s) and eval rows (miou...)
-    checkpoints/         step_XXXXXXX.pt, everything an exact resume needs (:mod:`aticnet.training.checkpoint`)
-    model.safetensors    the final weights with their model config and classes (:mod:`aticnet.models.weights`)
+    checkpoints/         step_XXXXXXX.pt, everything an exact resume needs (``aticnet.training.checkpoint``)
+    model.safetensors    the final weights with their model config and classes (``aticnet.models.weights``)
     best.safetensors     the weights of the best validation mIoU
     tensorboard/         the same rows for TensorBoard, when it is installed
 """
@@ -68,9 +68,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
     Args:
         path: the file, or the run directory holding it.
+
     Returns:
-        One dict per row (train rows: step, loss, lr, images_per_s...; eval rows: kind "eval", miou...); a torn last
-        line from a killed run is skipped; no file gives no rows.
+        One dict per row, in order. Train rows hold ``step``, ``loss``, ``lr``, ``images_per_s``, ...; eval rows
+            ``kind`` "eval", ``miou``, .... A torn last line from a killed run is skipped; no file gives no rows.
     """
     path = Path(path)
     if path.is_dir():

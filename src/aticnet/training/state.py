@@ -1,6 +1,6 @@
 """Everything that changes as training runs, saved and restored as one object: an exact resume.
 
-:class:`TrainState` holds the model, optimiser, schedule, loss scaler, the moving average of the
+``TrainState`` holds the model, optimiser, schedule, loss scaler, the moving average of the
 weights, the step, the best score and (in a checkpoint) every process's random-number state.
 """
 
@@ -39,18 +39,25 @@ class MovingAverage:
         self.updates = 0
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, finite: torch.Tensor | None = None) -> None:
+        """Move the average towards ``model``; ``finite`` (a 0-d bool on the device) False leaves it as it was,
+        decided on the device (the step's loss was not finite and its update was skipped)."""
         own = list(self.module.state_dict().values())
         new = list(model.state_dict().values())
         if self.updates == 0:
             torch._foreach_copy_(own, new)
         else:
-            floats = [(a, b) for a, b in zip(own, new) if a.is_floating_point()]
-            if floats:
-                torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1 - self.decay)
+            averages = [a for a in own if a.is_floating_point()]
+            current = [b for a, b in zip(own, new) if a.is_floating_point()]
+            if averages and finite is None:
+                torch._foreach_lerp_(averages, current, 1 - self.decay)
+            elif averages:  # a += (1 - decay) * finite * (b - a), the weight a tensor on the device (no read-back)
+                steps = torch._foreach_sub(current, averages)
+                torch._foreach_mul_(steps, finite.to(torch.float32) * (1 - self.decay))
+                torch._foreach_add_(averages, steps)
             for a, b in zip(own, new):
                 if not a.is_floating_point():
-                    a.copy_(b)
+                    a.copy_(b if finite is None else torch.where(finite, b, a))
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -77,6 +84,8 @@ class TrainState:
         self.model = model
         self.config = config
         self.optimizer = build_optimizer(model, config)
+        # torch's fused optimisers skip a step on the device when their found_inf flag is set: no step need wait
+        self.skips_on_device = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
         self.scheduler = build_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(next(model.parameters()).device.type, enabled=config.precision == "16")
         self.ema = MovingAverage(model, config.ema_decay) if config.ema_decay else None

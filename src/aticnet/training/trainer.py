@@ -1,15 +1,15 @@
 """Training: the paper's recipe (SGD, poly LR, cascade loss), iteration-based, exactly resumable.
 
 ``train`` reads top to bottom: the run (process group, data, run directory), the model and loss, the
-:class:`~aticnet.training.state.TrainState` (everything a resume restores), then one step after another
-until ``max_steps``, with a metrics row every ``log_every`` steps, :func:`validate_and_keep_best` every
+[`TrainState`][aticnet.training.state.TrainState] (everything a resume restores), then one step after another
+until ``max_steps``, with a metrics row every ``log_every`` steps, ``validate_and_keep_best`` every
 ``eval_every`` and a checkpoint every ``save_every``.
 
-Each step waits for the device once: after the forward pass, one reduction over the processes (a no-op
-in a single process) settles together whether the loss is finite everywhere, whether any process was
-asked to stop, and whether any has nothing readable in the next batch, which is read ahead while the
-device computes. So under ``torchrun`` every process takes the same steps and stops at the same one,
-and the loss itself is read back only when a metrics row is written.
+No step waits for the device ([`aticnet.training.step`][aticnet.training.step]): the host queues the step, reads
+the next batch while the device computes, and agrees with the other processes, in one reduction on the CPU,
+whether any was asked to stop and whether any has nothing readable in the next batch. So under ``torchrun``
+every process takes the same steps and stops at the same one. The device's tally (the loss, whether it was
+finite) is read back only when a metrics row, a validation or a checkpoint is due.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,20 +28,21 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..data import SegmentationDataset
-from ..data.loader import EvalLoader, TrainStream, eval_loader, train_loader
-from ..evaluation.evaluate import autocast, evaluate_model
+from ..data.cache import DeviceBatches, DeviceFrames, open_frames
+from ..data.loader import EvalLoader, StreamSampler, TrainStream, eval_loader, train_loader
+from ..evaluation.evaluate import evaluate_model
 from ..models import place_on_device
 from ..models.weights import save_weights
 from ..utils import cpu
-from ..utils.distributed import DistInfo, all_reduce, all_reduce_sum, init_distributed, pick_device
+from ..utils.distributed import DistInfo, all_reduce_sum, init_distributed, pick_device
 from ..utils.errors import UserError
 from ..utils.faults import StopSignals, try_save
 from .checkpoint import UnreadableCheckpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import TrainConfig, save_config
-from .losses import CascadeLoss
 from .recipe import augments_on_device, build_datasets, build_loss, build_network
 from .run_dir import MetricsLog
 from .state import TrainState
+from .step import Compiled, LogWindow, agree_on_host, apply_update, finite_everywhere, forward_loss
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,14 @@ def start_run(config: TrainConfig) -> tuple[Run, Any]:
     # on a GPU the images cross the bus as bytes and are normalised there (TrainStream, evaluate_model), and the
     # random rescale and crop run there too when the frames allow it (recipe.augments_on_device)
     train_set, val_set, mcfg = build_datasets(config, uint8_images=device.type == "cuda")
+    if config.cache != "none":  # decoded once (one process at a time builds; the others reuse its file)
+        train_set.decoded = open_frames(train_set, config.cache, device=device, folder=config.cache_dir,
+                                        workers=config.workers, say=log.info if dist.is_main else log.debug)
     if augments_on_device(config, device, train_set):
         train_set.transform.defer = True
-    meta = {"classes": list(train_set.classes), "colors": [list(c) for c in train_set.colors], "dataset": config.dataset}
+    # infer_scale: the scale the model runs at (its validation's), which aticnet.load applies by default
+    meta = {"classes": list(train_set.classes), "colors": [list(c) for c in train_set.colors], "dataset": config.dataset,
+            "infer_scale": config.eval_scale}
     run = Run(config, device, dist, Path(config.out), train_set, val_set, meta)
     if val_set is not None:
         run.val_loader = eval_loader(val_set, rank=dist.rank, world_size=dist.world_size,
@@ -131,92 +137,6 @@ def resume_checkpoint(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None
     raise UserError(f"{config.out}: --resume: none of the {len(found)} checkpoints is readable")
 
 
-class Verdict(NamedTuple):
-    """What every process agrees on after a step's forward pass."""
-
-    finite: bool  # the loss is finite on every process: the weights may change
-    stop: bool  # some process was asked to stop (SIGINT, SIGTERM): all stop after this step
-    next_empty: bool  # some process has nothing readable in the next batch: all skip it
-
-
-def agree(loss: torch.Tensor, *, stop: bool = False, next_empty: bool = False) -> Verdict:
-    """One reduction over the processes (a no-op in one process) and the step's one wait for the device."""
-    device = loss.device  # the flags are made where the loss is (fills, not copies from the host: no wait)
-    flags = torch.stack([(~torch.isfinite(loss.detach())).float().reshape(()),
-                         torch.full((), float(stop), device=device), torch.full((), float(next_empty), device=device)])
-    nonfinite, stop_any, empty_any = all_reduce(flags, "max").tolist()
-    return Verdict(not nonfinite, bool(stop_any), bool(empty_any))
-
-
-def forward_loss(net: nn.Module, criterion: CascadeLoss, images: torch.Tensor, labels: torch.Tensor,
-                 config: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The cascade loss of N x 3 x H x W images against N x H x W labels (scalar tensor, and its parts)."""
-    net.train()
-    with autocast(images.device, config.precision):
-        outputs = net(images)
-    return criterion(outputs, labels)
-
-
-def apply_update(net: nn.Module, state: TrainState, loss: torch.Tensor, finite: bool, config: TrainConfig) -> None:
-    """Backward and optimiser step when the loss was finite on every process; the schedule moves on either way."""
-    state.optimizer.zero_grad(set_to_none=True)
-    if finite:
-        state.scaler.scale(loss).backward()
-        if config.grad_clip:
-            state.scaler.unscale_(state.optimizer)
-            nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
-        if state.ema is not None:
-            state.ema.update(state.model)
-    state.scheduler.step()
-
-
-def train_step(net: nn.Module, criterion: CascadeLoss, state: TrainState, images, labels, config: TrainConfig) -> dict:
-    """One optimisation step on N x 3 x H x W images and N x H x W labels.
-
-    Returns the loss, its parts (detached tensors) and whether it was finite (a non-finite
-    loss leaves the weights alone, on every process).
-    """
-    loss, parts = forward_loss(net, criterion, images, labels, config)
-    finite = agree(loss).finite
-    apply_update(net, state, loss, finite, config)
-    return {"loss": loss.detach(), "parts": parts, "finite": finite}
-
-
-class LogWindow:
-    """The training row of metrics.jsonl: loss, throughput and skips over the steps since the last row.
-
-    The losses add up on the device; they are read back once, when the row is written."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), dtype=torch.float64, device=device)
-        self.steps, self.nonfinite, self.images = 0, 0, 0
-        self.start = time.perf_counter()
-
-    def add(self, loss: torch.Tensor, finite: bool, images: int) -> None:
-        if finite:
-            self.loss += loss.detach()
-        self.steps += int(finite)
-        self.nonfinite += int(not finite)
-        self.images += images
-
-    def row(self, step: int, lr: float, parts: dict[str, torch.Tensor], skipped: int) -> dict[str, Any]:
-        """The row, summed over every process (call on all of them)."""
-        sums = torch.stack([self.loss.cpu(), *torch.tensor([self.steps, skipped, self.images], dtype=torch.float64)])
-        sums = all_reduce_sum(sums)
-        return {
-            "kind": "train",
-            "step": step,
-            "loss": float(sums[0] / sums[1]) if sums[1] else math.nan,  # every step of the row skipped: null
-            "lr": lr,
-            "images_per_s": float(sums[3]) / max(time.perf_counter() - self.start, 1e-9),
-            "skipped": int(sums[2]),
-            "nonfinite": self.nonfinite,
-            **{f"loss_{k}": float(v) for k, v in parts.items()},
-        }
-
-
 def validate_and_keep_best(run: Run, state: TrainState) -> dict[str, Any] | None:
     """Score the model (its moving average when kept) on the val set, on every process; the main process
     logs the scores and, on a new best mIoU, saves ``best.safetensors``."""
@@ -247,13 +167,17 @@ def save_training_checkpoint(run: Run, state: TrainState) -> None:
                  f"the checkpoint of step {state.step}")
 
 
-def stop_on_nonfinite(loss: torch.Tensor, finite: bool, run: Run, state: TrainState) -> None:
-    if finite or run.config.skip_nonfinite:
+def stop_on_nonfinite(window: LogWindow, run: Run) -> None:
+    """Stop the run at a non-finite loss in ``window`` (unless ``skip_nonfinite``): its update was skipped, so the
+    weights are those of the step before, and so is every checkpoint (reads the device)."""
+    bad = None if run.config.skip_nonfinite else window.first_nonfinite()
+    if bad is None:
         return
+    step, loss = bad
     found = list_checkpoints(run.dir)
     raise TrainingStopped(
-        (f"loss is {loss.item()} at step {state.step + 1}; stopped. " if not torch.isfinite(loss)
-         else f"the loss of another process is not finite at step {state.step + 1}; stopped. ")
+        (f"loss is {loss} at step {step}; stopped. " if not math.isfinite(loss)
+         else f"the loss of another process is not finite at step {step}; stopped. ")
         + (f"The last good checkpoint is {found[-1]}" if found else "No checkpoint was saved yet")
         + " (lower --lr, set --grad-clip, or pass --skip-nonfinite to skip such batches)"
     )
@@ -275,34 +199,62 @@ def wrap_for_processes(model: nn.Module, run: Run) -> nn.Module:
                                    broadcast_buffers=not (cuda and run.config.sync_bn), gradient_as_bucket_view=True)
 
 
-def first_batch(stream: TrainStream, stop: StopSignals) -> tuple[torch.Tensor, torch.Tensor] | None:
+def first_batch(stream: TrainStream, stop: StopSignals) -> tuple[Any, ...] | None:
     """The next batch every process can use (batches empty on some process are skipped by all), or None when
     some process was asked to stop."""
     while True:
         batch = stream.fetch(lambda: stop.requested is not None)
-        flags = torch.tensor([float(stop.requested is not None or batch is None),
-                              float(batch is not None and batch[0].shape[0] == 0)])
-        stop_any, empty_any = all_reduce(flags, "max").tolist()
-        if stop_any:
+        verdict = agree_on_host(stop=stop.requested is not None or batch is None,
+                                next_empty=batch is not None and len(batch[0]) == 0)
+        if verdict.stop:
             return None
-        stream.count_empty(bool(empty_any))
-        if not empty_any:
+        stream.count_empty(verdict.next_empty)
+        if not verdict.next_empty:
             return batch
 
 
+def training_batches(run: Run, mcfg: Any, start_step: int) -> TrainStream:
+    """This process's batches from ``start_step`` on: the loader's processes, or (``cache`` device) the frames on
+    the device, with the same positions and seeds either way."""
+    config, train_set = run.config, run.train_set
+    if config.cache == "device":
+        sampler = StreamSampler(len(train_set), config.batch_size, seed=config.seed, rank=run.dist.rank,
+                                world_size=run.dist.world_size, start_step=start_step)
+        batches: Any = DeviceBatches(DeviceFrames(train_set.decoded, run.device), train_set.transform, sampler)
+    else:
+        batches = train_loader(train_set, config.batch_size, seed=config.seed, rank=run.dist.rank,
+                               world_size=run.dist.world_size, start_step=start_step, workers=config.workers)
+    return TrainStream(batches, strict=config.strict, epoch_steps=-(-len(train_set) // config.batch_size),
+                       device=run.device, where=config.data_root,
+                       normalize=(torch.tensor(mcfg.mean), torch.tensor(mcfg.std)), crop=config.crop_hw)
+
+
+def settles(step: int, config: TrainConfig) -> bool:
+    """Whether the host reads the device's tally after ``step``: a metrics row, a validation or a checkpoint."""
+    return any(due(step, every) for every in (config.log_every, config.eval_every, config.save_every))
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train as ``config`` says.
+    """Train as ``config`` says: what ``aticnet train`` runs.
+
+    Examples:
+        >>> import aticnet
+        >>> summary = aticnet.train(aticnet.load_config("my_recipe.yaml", out="runs/mine"))
+        >>> summary["best_miou"], summary["run_dir"]
 
     Args:
-        config: every choice of the run (:class:`~aticnet.training.config.TrainConfig`; ``load_config`` reads one).
+        config: every choice of the run ([`TrainConfig`][aticnet.training.config.TrainConfig]; ``load_config``
+            reads one).
 
     Returns:
-        A summary: ``run_dir``, ``step``, ``seconds``, final ``scores`` and ``best_miou`` on the val set; or, when a
-        signal stopped the run, ``stopped`` (the signal), ``step`` and ``run_dir`` (``--resume`` goes on).
+        A summary dict of ``run_dir``, ``step``, ``seconds``, the final ``scores`` and ``best_miou`` on the val
+            set; or, when a signal stopped the run, ``stopped`` (the signal), ``step`` and ``run_dir``
+            (``--resume`` goes on).
     """
     run, mcfg = start_run(config)
     model = place_on_device(build_network(mcfg, config), run.device)
     net = wrap_for_processes(model, run)
+    forward = Compiled(net) if config.compile else net
     criterion = build_loss(model, config, run.train_set).to(run.device)
     state = TrainState(model, config)
     resume = resume_checkpoint(config)
@@ -312,34 +264,32 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if run.dist.is_main:
         run.metrics = MetricsLog(run.dir, resume_step=state.step if resume else None)
         save_config(config, run.dir / "config.yaml")
-    loader = train_loader(run.train_set, config.batch_size, seed=config.seed, rank=run.dist.rank,
-                          world_size=run.dist.world_size, start_step=state.step, workers=config.workers)
-    stream = TrainStream(loader, strict=config.strict, epoch_steps=-(-len(run.train_set) // config.batch_size),
-                         device=run.device, where=config.data_root,
-                         normalize=(torch.tensor(mcfg.mean), torch.tensor(mcfg.std)), crop=config.crop_hw)
+    stream = training_batches(run, mcfg, state.step)
     window, start = LogWindow(run.device), time.perf_counter()
     bar = tqdm(total=config.max_steps, initial=state.step, disable=not run.dist.is_main, unit="step", dynamic_ncols=True)
     with StopSignals() as stop, bar:
         batch = first_batch(stream, stop) if state.step < config.max_steps else None
         while batch is not None:
             images, labels = stream.to_device(batch)
-            loss, parts = forward_loss(net, criterion, images, labels, config)
+            loss, parts = forward_loss(forward, criterion, images, labels, config)
+            finite = finite_everywhere(loss)
+            apply_update(forward, state, loss, finite, config)
             last = state.step + 1 >= config.max_steps
             upcoming = None if last else stream.fetch(lambda: stop.requested is not None)  # read while the device works
-            verdict = agree(loss, stop=stop.requested is not None or (upcoming is None and not last),
-                            next_empty=upcoming is not None and upcoming[0].shape[0] == 0)
-            stop_on_nonfinite(loss, verdict.finite, run, state)
-            apply_update(net, state, loss, verdict.finite, config)
+            verdict = agree_on_host(stop=stop.requested is not None or (upcoming is None and not last),
+                                    next_empty=upcoming is not None and len(upcoming[0]) == 0)
             state.step += 1
-            window.add(loss, verdict.finite, images.shape[0] * run.dist.world_size)
+            window.add(loss, finite, len(images), state.step)
             bar.update(1)
-            if due(state.step, config.log_every) or state.step == config.max_steps:
+            if settles(state.step, config) or verdict.stop or last:
+                stop_on_nonfinite(window, run)
+            if due(state.step, config.log_every) or last:
                 row = window.row(state.step, state.scheduler.get_last_lr()[0], parts, stream.skipped)
                 window, stream.skipped = LogWindow(run.device), 0
                 if run.metrics is not None:
                     run.metrics.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", img_s=f"{row['images_per_s']:.1f}")
-            if due(state.step, config.eval_every) and state.step < config.max_steps:
+            if due(state.step, config.eval_every) and not last:
                 validate_and_keep_best(run, state)
             if due(state.step, config.save_every):
                 save_training_checkpoint(run, state)

@@ -13,8 +13,13 @@ CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8"
 
 
 def cpu_info() -> dict[str, Any]:
-    """The CPU's model name, core count and the flags that decide int8 and bf16 speed (:data:`CPU_FLAGS`): printed
-    with every figure, since a figure holds only on its CPU."""
+    """The CPU's model name, core count and the flags that decide int8 and bf16 speed, printed with every figure,
+    since a figure holds only on its CPU.
+
+    Returns:
+        A dict of ``model`` (the CPU's name), ``cores`` and, on Linux, a true or false value for each of
+            ``avx512_vnni``, ``avx512_bf16``, ``avx512_fp16``, ``amx_bf16`` and ``amx_int8``.
+    """
     info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     with contextlib.suppress(OSError):
         text = Path("/proc/cpuinfo").read_text()

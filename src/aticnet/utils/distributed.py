@@ -4,7 +4,7 @@
 the rendezvous variables; multi-node runs add ``--nnodes`` and ``--rdzv-endpoint``.
 Without those variables everything runs as a single process.
 
-Every collective goes through :func:`all_reduce` or :func:`all_gather_objects`, which put the tensor on the
+Every collective goes through ``all_reduce`` or ``all_gather_objects``, which put the tensor on the
 device the group's backend reduces on (NCCL: the process's GPU; Gloo: the CPU), wherever it was made.
 """
 
@@ -70,8 +70,10 @@ def init_distributed(device_type: str) -> DistInfo:
 
 
 def shutdown_distributed() -> None:
+    global _host_group
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _host_group = None
 
 
 def is_distributed() -> bool:
@@ -110,8 +112,34 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """:func:`all_reduce` with ``op="sum"``."""
+    """``all_reduce`` with ``op="sum"``."""
     return all_reduce(tensor, "sum")
+
+
+_host_group: Any = None  # a Gloo group of every process, for flags the host decides on beside NCCL's
+
+
+def host_all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Reduce a CPU tensor over all processes, in place, without involving any GPU (a no-op when not distributed).
+
+    Under NCCL, a Gloo group of the same processes reduces it (made at the first call, which every process makes
+    at the same point), so the host agrees on its own flags (a stop signal, an empty batch) without waiting for
+    the work it has queued on the GPU.
+
+    Args:
+        tensor: a CPU tensor.
+        op: "sum", "max" or "min".
+
+    Returns:
+        ``tensor``, now holding the reduced values.
+    """
+    global _host_group
+    if not is_distributed():
+        return tensor
+    if dist.get_backend() == "nccl" and _host_group is None:
+        _host_group = dist.new_group(backend="gloo")
+    dist.all_reduce(tensor, op=_OPS[op], group=_host_group if dist.get_backend() == "nccl" else None)
+    return tensor
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

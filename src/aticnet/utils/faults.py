@@ -1,12 +1,12 @@
 """What the training loop does when something goes wrong: a stop signal, a failed save, ranks that disagree.
 
-* :class:`StopSignals`: SIGINT and SIGTERM ask the loop to stop; it saves a checkpoint and
+* ``StopSignals``: SIGINT and SIGTERM ask the loop to stop; it saves a checkpoint and
   returns (exit code 0). A second Ctrl-C raises KeyboardInterrupt at once (exit code 130).
-* :func:`try_save`: a save that fails (disk full) is logged and the run goes on; saves are
+* ``try_save``: a save that fails (disk full) is logged and the run goes on; saves are
   atomic, so the previous file is intact.
-* :func:`all_agree`: under torch.distributed every rank must skip the same steps and stop at the same
-  step, or the collectives of the others would wait forever. The training loop agrees on all of it
-  in one reduction per step (:func:`aticnet.training.trainer.agree`).
+* ``all_agree``: under torch.distributed every rank must skip the same steps and stop at the same
+  step, or the collectives of the others would wait forever. The training loop agrees on its host flags
+  in one reduction per step on the CPU (``aticnet.training.step.agree_on_host``).
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@ writes are atomic (a temporary file, fsynced, renamed into place), so a kill nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 
 
 def _decode(path: str | Path, mode: ImageReadMode, exif: bool = False) -> torch.Tensor:
-    """``decode_image`` whose failures are a :class:`DataError` naming the file."""
+    """``decode_image`` whose failures are a ``DataError`` naming the file."""
     path = Path(path)
     try:
         return decode_image(str(path), mode=mode, apply_exif_orientation=exif)
@@ -111,3 +112,22 @@ def write_json(path: str | Path, data: Any) -> None:
 def write_text(path: str | Path, text: str) -> None:
     """``text`` at ``path``, atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive lock on the file ``path`` (made if missing) for the block: one process at a time builds what
+    several may ask for at once (released if the process dies; no lock on Windows, where fcntl is missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

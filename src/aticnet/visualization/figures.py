@@ -1,5 +1,5 @@
-"""The paper's two figures from trained runs: :func:`compare_models` (its Fig. 4: image | ground truth |
-each model) and :func:`plot_runs` (its Fig. 3: loss and val mIoU of several runs; warm-started rounds
+"""The paper's two figures from trained runs: ``compare_models`` (its Fig. 4: image | ground truth |
+each model) and ``plot_runs`` (its Fig. 3: loss and val mIoU of several runs; warm-started rounds
 continue the x axis of the run they started from)."""
 
 from __future__ import annotations
@@ -36,15 +36,27 @@ def compare_models(
     device: str = "cpu",
     title: str | None = None,
 ) -> Path:
-    """The side-by-side figure of several models on the same images (the paper's Fig. 4).
+    """The side-by-side figure of several models on the same images (the paper's Fig. 4), with a legend of the
+    classes; what ``aticnet compare`` draws.
+
+    Examples:
+        >>> import aticnet
+        >>> aticnet.compare_models(["icnet-camvid", "aticnet-camvid"], ["street.png"], "compare.png")
 
     Args:
-        weights: one or more models, in any form :func:`aticnet.load` takes; a column each.
-        images: picture files, a row each. out: the figure (PNG).
-        labels: ground truth per image (train-id PNGs, or Cityscapes ``*_labelIds.png``): a column of its own.
-        names: column titles (default: the runs' folder names). title: above the figure.
+        weights: one or more models, in any form [`aticnet.load`][aticnet.load] takes; a column each.
+        images: picture files, a row each.
+        out: the figure to write (PNG).
+        labels: ground truth per image (class-id PNGs, or Cityscapes ``*_labelIds.png``), a column of its own.
+        names: column titles (default: the runs' folder names).
+        device: where the models run.
+        title: a title above the figure.
+
     Returns:
-        ``out``.
+        ``out``, as a ``Path``.
+
+    Raises:
+        UserError: no weights or images, counts that do not match, or models with different classes.
     """
     from .drawing import comparison_figure
 
@@ -86,8 +98,21 @@ def _default_names(weights: Sequence[str | Path], models: Sequence[Any]) -> list
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, labels: Sequence[str] | None = None) -> Path:
-    """Loss and validation mIoU of ``run_dirs`` on one figure (the paper's Fig. 3); a run warm-started from another
-    listed run continues its x axis. ``labels``: one legend entry per run (default: the folder names). Returns ``out``."""
+    """Loss and validation mIoU of several runs on one figure (the paper's Fig. 3); what ``aticnet plot`` draws.
+
+    A run warm-started (``--init``) from another listed run continues its x axis.
+
+    Args:
+        run_dirs: run directories (each with its ``metrics.jsonl``).
+        out: the figure to write (PNG).
+        labels: one legend entry per run (default: the folder names).
+
+    Returns:
+        ``out``, as a ``Path``.
+
+    Raises:
+        UserError: a folder is not a run directory, or the labels do not match the runs.
+    """
     from .drawing import curves_figure
 
     if labels and len(labels) != len(run_dirs):

@@ -1,9 +1,9 @@
 """Write docs/images/app.png: the web app (``aticnet app``) after an upload, as a person sees it; or
 docs/images/live.png: its Webcam tab segmenting a camera stream.
 
-    python docs/make_app_screenshot.py --image street.png      # the shipped ICNet and AtICNet side by side
-    python docs/make_app_screenshot.py --weights runs/a runs/b --image street.png --out docs/images/app.png
-    python docs/make_app_screenshot.py --webcam CAMVID/val                # docs/images/live.png
+    python tools/make_app_screenshot.py --image street.png      # the shipped ICNet and AtICNet side by side
+    python tools/make_app_screenshot.py --weights runs/a runs/b --image street.png --out docs/images/app.png
+    python tools/make_app_screenshot.py --webcam CAMVID/val                # docs/images/live.png
 
 Starts the app on 127.0.0.1, opens it in headless Debian Chromium (/usr/bin/chromium, through
 Playwright), uploads the image, waits for the overlays and saves a screenshot of the page. With ``--webcam
@@ -110,7 +110,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, help="default: docs/images/app.png, or live.png with --webcam")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     args = p.parse_args()
-    images = Path(__file__).resolve().parent / "images"
+    images = Path(__file__).resolve().parents[1] / "docs" / "images"
     args.out = args.out or images / ("live.png" if args.webcam is not None else "app.png")
     if args.webcam is not None:
         if not args.webcam.is_dir():
