@@ -164,3 +164,22 @@ def test_stream_report_renders_the_ratio_the_stages_and_each_target():
     text = render_markdown([report])
     assert "0.80x the network alone (**not met**" in text and "p95 151 ms (**not met**" in text
     assert "the 25 frames/s target is for a CPU with VNNI; this one has none" in text
+
+
+def test_serve_report_renders_the_load_the_large_images_liveness_and_memory():
+    report = {"mode": "serve_load", "command": "python benchmarks/serve_load.py", "device": "cpu", "threads": 2,
+              "torch": "2", "cpu": {"model": "Some CPU"}, "model": "m", "clients": 16, "size": "960x720",
+              "seconds": 120.0, "requests_per_s": 7.5, "latency_ms": {"p50": 900, "p95": 2100, "p99": 3000},
+              "mean_batch": 3.2, "max_batch": 8, "failed_valid": 0, "bad_sent": 40, "bad_answered_4xx": 39,
+              "bad_not_4xx": ["truncated png: 500"], "big_size": "7300x5480",
+              "big": [{"status": 200, "seconds": 6.5}, {"status": 503, "seconds": 0.1}, {"status": 200, "seconds": 7.25}],
+              "live_probes": 240, "live_failed": 0, "live_max_ms": 812.0, "replica_peak_mb": 3100, "front_peak_mb": 420,
+              "offline_images_per_s": 8.0, "serve_over_offline": 0.9375, "served_megapixels_per_s": 12.5,
+              "work_over_offline": 2.26}
+    text = render_markdown([report])
+    assert "| 7.50 | 900 / 2100 / 3000 | 3.20 (8) | 0 | 39 of 40 | 8.00 | 0.94 |" in text
+    assert "Bad requests not answered 4xx: truncated png: 500." in text
+    assert ("Large images (7300x5480) sent beside the load: 3 (2 x 200, 1 x 503), 7.2 s the slowest. Counting their "
+            "pixels, the server did 12.50 megapixels/s, 2.26x offline batched predict's.") in text
+    assert "probed 240 times during the load: 0 failed, the slowest answer 812 ms." in text
+    assert "Peak resident memory: replica 3100 MB, front 420 MB." in text

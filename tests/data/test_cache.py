@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
 from aticnet.data import FolderDataset, TrainTransform, build_dataset
-from aticnet.data.cache import DecodedFrames, DeviceBatches, DeviceFrames, dataset_key, decoded_bytes, open_frames
+from aticnet.data.cache import DeviceBatches, DeviceFrames, dataset_key, decoded_bytes, open_frames
 from aticnet.data.loader import StreamSampler, batch_to_device, train_loader
 from aticnet.utils.errors import DataError, UserError
-from tests.helpers import H, W, make_folder_set
+from tests.helpers import H, W, make_folder_set, save
 
 MEAN, STD = (0.2, 0.4, 0.6), (0.5, 0.25, 0.3)
 
@@ -23,10 +24,6 @@ def folder_set(tmp_path):
     """5 pairs of 32x48 (s0..s4), s2's image unreadable, s4's frame 40x56: frames of two sizes."""
     root = make_folder_set(tmp_path / "set", n=5)
     (root / "images/train/s2.png").write_bytes(b"not a png")
-    from tests.helpers import save
-
-    import numpy as np
-
     rng = np.random.default_rng(7)
     save(root / "images/train/s4.png", rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
     save(root / "masks/train/s4.png", rng.choice(np.array([0, 1, 2, 255], np.uint8), (40, 56)))

@@ -37,10 +37,14 @@ def test_a_model_runs_at_the_scale_it_was_trained_for(upsampled_run, tmp_path):
 def test_evaluation_applies_the_trained_scale_unless_told(upsampled_run, synthetic_root):
     common = {"dataset": "synthetic", "data_root": synthetic_root, "split": "val", "device": "cpu", "workers": 0,
               "max_images": 2, "progress": False}
-    default = aticnet.evaluate(upsampled_run, **common)
-    assert default["miou"] == aticnet.evaluate(upsampled_run, infer_scale=2.0, **common)["miou"]
-    at_one = aticnet.evaluate(upsampled_run, infer_scale=1.0, **common)
-    assert (at_one["miou"], at_one["pixel_accuracy"]) != (default["miou"], default["pixel_accuracy"])
+    default = aticnet.evaluate(upsampled_run, **common)  # PyTorch as it is, at the scale it was validated at
+    assert default["per_class_iou"] == aticnet.evaluate(upsampled_run, scales=(2.0,), **common)["per_class_iou"]
+    last = [r for r in aticnet.read_metrics(upsampled_run / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    assert last["per_class_iou"] == default["per_class_iou"]  # the run's own validation (its first 2 val images)
+    at_one = aticnet.evaluate(upsampled_run, scales=(1.0,), **common)
+    assert at_one["per_class_iou"] != default["per_class_iou"]
+    on_openvino = aticnet.evaluate(upsampled_run, infer_scale=2.0, **common)  # aticnet.load's engine, told
+    assert abs(on_openvino["pixel_accuracy"] - default["pixel_accuracy"]) < 0.02
 
 
 def test_a_local_folder_wins_over_the_shipped_name(upsampled_run, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from aticnet.training.recipe import build_loss
 from aticnet.training.run_dir import read_metrics
 from aticnet.training.state import TrainState
 from aticnet.training.step import Compiled, LogWindow, apply_update, finite_everywhere, forward_loss, train_step
-from tests.helpers import TINY_TRAIN, save
+from tests.helpers import save
 
 
 class HostReads(TorchDispatchMode):

@@ -3,6 +3,7 @@ deployable forms and the GPU check. Each takes one parsed JSON report and return
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..utils.cpu import CPU_FLAGS
@@ -265,7 +266,24 @@ def serve_table(r: dict[str, Any]) -> list[str]:
              f"| {r['requests_per_s']:.2f} | {ms.get('p50', 0):.0f} / {ms.get('p95', 0):.0f} / {ms.get('p99', 0):.0f} | "
              f"{r['mean_batch']:.2f} ({r['max_batch']}) | {r['failed_valid']} | {r['bad_answered_4xx']} of {r['bad_sent']} | "
              f"{_fmt(r.get('offline_images_per_s'), '.2f')} | {_fmt(r.get('serve_over_offline'), '.2f')} |"]
+    if r.get("bad_not_4xx"):
+        lines += ["", f"Bad requests not answered 4xx: {', '.join(r['bad_not_4xx'])}."]
+    big = r.get("big") or []
+    if big:
+        statuses = ", ".join(f"{n} x {code}" for code, n in sorted(Counter(b["status"] for b in big).items()))
+        lines += ["", f"Large images ({r['big_size']}) sent beside the load: {len(big)} ({statuses}), "
+                  f"{max(b['seconds'] for b in big):.1f} s the slowest."]
+        if r.get("work_over_offline") is not None:
+            lines[-1] += (f" Counting their pixels, the server did {r['served_megapixels_per_s']:.2f} megapixels/s, "
+                          f"{r['work_over_offline']:.2f}x offline batched predict's.")
+    if "live_probes" in r:
+        lines += ["", f"`/v2/health/live` probed {r['live_probes']} times during the load: {r['live_failed']} failed, "
+                  f"the slowest answer {r['live_max_ms']:.0f} ms."]
+    peaks = [f"{name} {r[f'{name}_peak_mb']} MB" for name in ("replica", "front") if f"{name}_peak_mb" in r]
+    if peaks:
+        lines += ["", f"Peak resident memory: {', '.join(peaks)}."]
     return lines
+
 
 
 def ray_table(r: dict[str, Any]) -> list[str]:

@@ -19,7 +19,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--split", default="val", help="split to score; several joined by '+' (default val)")
     p.add_argument("--drive", nargs="+", default=None, metavar="D", help="score only the frames of these drives")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale inference, e.g. 0.75 1 1.25")
+    p.add_argument("--scales", type=float, nargs="+", default=None,
+                   help="multi-scale inference: the network at these multiples of each image's size, e.g. 0.75 1 1.25 "
+                        "(default: the scale the weights were trained for)")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
     add_device(p)

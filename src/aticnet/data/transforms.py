@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from .base import IGNORE
+from .resample import enlarge_window, resize_label_window
 
 
 class RandomScale(v2.Transform):
@@ -147,11 +148,10 @@ def to_output(image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, t
 
 class ComposedTrainTransform:
     """[`TrainTransform`][aticnet.data.transforms.TrainTransform] as a plain ``v2.Compose``: the same random draws
-    and outputs.
+    and labels, and the same pixels to one grey level of rounding.
 
-    The reference ``TrainTransform`` is tested against, and the benchmark's "before":
-    it normalises the whole rescaled image, then crops (about 4x the work at 720x720 crops
-    of Cityscapes frames).
+    The reference ``TrainTransform`` is tested against: it resizes and normalises the whole rescaled image, then
+    crops (several times the work at 720x720 crops of Cityscapes frames).
 
     Args:
         crop_size: the crop, one number (a square) or (height, width).
@@ -189,6 +189,43 @@ class ComposedTrainTransform:
         return f"ComposedTrainTransform({self.steps})"
 
 
+def window_bounds(height: int, width: int, top: int, left: int, crop: tuple[int, int]) -> tuple[int, int, int, int, int, int]:
+    """Where the ``crop`` window at (``top``, ``left``) of a ``height`` x ``width`` image, padded as
+    v2.RandomCrop(pad_if_needed=True) pads it, lies: (y0, x0) its corner in image coordinates (negative where
+    it sticks out), and the rows ``iy0:iy1`` and columns ``ix0:ix1`` of the image inside it."""
+    ch, cw = crop
+    y0, x0 = top - max(0, ch - height), left - max(0, cw - width)
+    return y0, x0, max(0, y0), min(height, y0 + ch), max(0, x0), min(width, x0 + cw)
+
+
+def place_window(window: torch.Tensor, label_window: torch.Tensor, at: tuple[int, int], flipped: bool,
+                 crop: tuple[int, int], *, fill: torch.Tensor | None = None, convert=None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A crop made of a window of the image and its padding: ``window`` (converted by ``convert``, float32 zeros
+    around it, or copied with the per-channel ``fill`` around it) and ``label_window`` (255 around it) placed at
+    ``at`` = (row, column), mirrored when ``flipped``.
+
+    Args:
+        window: C x h x w image pixels; label_window: h x w; crop: (ch, cw), at least the window plus ``at``.
+
+    Returns:
+        (C x ch x cw image, ch x cw int64 label) on the window's device.
+    """
+    (ch, cw), (top, left) = crop, at
+    channels, height, width = window.shape
+    out_label = torch.full((ch, cw), IGNORE, dtype=torch.int64, device=label_window.device)
+    if convert is not None:
+        out_image = window.new_zeros((channels, ch, cw), dtype=torch.float32)
+        window = convert(window)
+    else:
+        out_image = fill.view(-1, 1, 1).to(window.device, window.dtype).expand(channels, ch, cw).clone()
+    out_image[:, top : top + height, left : left + width] = window
+    out_label[top : top + height, left : left + width] = label_window
+    if flipped:
+        out_image, out_label = out_image.flip(-1), out_label.flip(-1)
+    return out_image, out_label
+
+
 def cut_window(image: torch.Tensor, label: torch.Tensor, top: int, left: int, flipped: bool, crop: tuple[int, int], *,
                fill: torch.Tensor | None = None, convert=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``crop`` window at (``top``, ``left``) of the image padded as v2.RandomCrop(pad_if_needed=True) pads it,
@@ -200,23 +237,9 @@ def cut_window(image: torch.Tensor, label: torch.Tensor, top: int, left: int, fl
     Returns:
         (C x ch x cw image, ch x cw int64 label) on the image's device.
     """
-    height, width = image.shape[-2:]
-    ch, cw = crop
-    y0, x0 = top - max(0, ch - height), left - max(0, cw - width)  # the window in image coordinates (may stick out)
-    iy0, ix0 = max(0, y0), max(0, x0)
-    iy1, ix1 = min(height, y0 + ch), min(width, x0 + cw)
-    out_label = torch.full((ch, cw), IGNORE, dtype=torch.int64, device=label.device)
-    window = image[:, iy0:iy1, ix0:ix1]
-    if convert is not None:
-        out_image = image.new_zeros((image.shape[0], ch, cw), dtype=torch.float32)
-        window = convert(window)
-    else:
-        out_image = fill.view(-1, 1, 1).to(image.device, image.dtype).expand(image.shape[0], ch, cw).clone()
-    out_image[:, iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = window
-    out_label[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = label[iy0:iy1, ix0:ix1]
-    if flipped:
-        out_image, out_label = out_image.flip(-1), out_label.flip(-1)
-    return out_image, out_label
+    y0, x0, iy0, iy1, ix0, ix1 = window_bounds(*image.shape[-2:], top, left, crop)
+    return place_window(image[:, iy0:iy1, ix0:ix1], label[iy0:iy1, ix0:ix1], (iy0 - y0, ix0 - x0), flipped, crop,
+                        fill=fill, convert=convert)
 
 
 class TrainTransform:
@@ -229,13 +252,16 @@ class TrainTransform:
     only draws: ``(uint8 image, uint8 label, Draws.to_row())`` at the frame's size, and the device applies
     the draws (``aticnet.data.device_augment.augment_on_device``).
 
-    The output is bit-identical to [`ComposedTrainTransform`][aticnet.data.transforms.ComposedTrainTransform], the
-    plain torchvision v2 pipeline, which flips, converts and normalises the whole rescaled image (up to 2x the
-    input: a 2048x4096 float image for a 720x720 crop) before cropping. Here the random draws happen in the same
-    order (jitter, scale, flip, crop offset: [`draw`][aticnet.data.transforms.TrainTransform.draw]), but only the
-    crop's window is cut out of the rescaled uint8 image, mirrored if flipped, converted, normalised and padded
-    (image 0 = the mean colour after normalisation, label 255) into place. Flipping commutes with cropping at the
-    mirrored offset, and the float ops are elementwise, so the result is bit-identical
+    It gives what [`ComposedTrainTransform`][aticnet.data.transforms.ComposedTrainTransform], the plain
+    torchvision v2 pipeline, gives, which resizes, flips, converts and normalises the whole rescaled image (up to
+    2x the input: a 2048x4096 float image for a 720x720 crop) before cropping. Here the random draws happen in the
+    same order (jitter, scale, flip, crop offset: [`draw`][aticnet.data.transforms.TrainTransform.draw]), but
+    only the crop's window is converted, normalised and padded (image 0 = the mean colour after normalisation,
+    label 255) into place, mirrored if flipped: flipping commutes with cropping at the mirrored offset, and the
+    float ops are elementwise. A frame the scale shrinks is resized whole by torchvision, and the crop is
+    bit-identical to the v2 pipeline's; of a frame it enlarges only the window is computed
+    (`aticnet.data.resample.enlarge_window`, a fraction of enlarging the whole frame when the crop is smaller than
+    it), and the labels are identical, the pixels within one grey level of torchvision's uint8 rounding
     (``tests/data/test_datasets.py``).
 
     Args:
@@ -276,16 +302,24 @@ class TrainTransform:
         if self.defer:  # the draws only; the device applies them (data/device_augment.py)
             return image, label, draws.to_row()
         if draws.jitter is not None:
-            image = self.jitter.transform(tv_tensors.Image(image), draws.jitter)
-        size = {"size": list(draws.size)}
-        image = self.scale.transform(tv_tensors.Image(image), size).as_subclass(torch.Tensor)
-        label = self.scale.transform(tv_tensors.Mask(label), size).as_subclass(torch.Tensor)
-        window = (draws.top, draws.left, draws.flipped, self.crop_size)
+            image = self.jitter.transform(tv_tensors.Image(image), draws.jitter).as_subclass(torch.Tensor)
         if self.uint8:  # normalised on the device (TrainStream): padding is the mean colour, rounded to a byte
-            fill = (self.mean * 255).round().to(torch.uint8)
-            return cut_window(image, label, *window, fill=fill)
-        # the same float ops as v2.ToDtype(scale=True) and v2.Normalize, so the same bits
-        return cut_window(image, label, *window, convert=lambda w: normalize_uint8(w, self.mean, self.std))
+            fill, convert = (self.mean * 255).round().to(torch.uint8), None
+        else:  # the same float ops as v2.ToDtype(scale=True) and v2.Normalize
+            fill, convert = None, lambda w: normalize_uint8(w, self.mean, self.std)
+        (height, width), size = image.shape[-2:], list(draws.size)
+        if size[0] >= height and size[1] >= width:  # enlarged: only the crop's window is computed (data/resample.py)
+            y0, x0, iy0, iy1, ix0, ix1 = window_bounds(*size, draws.top, draws.left, self.crop_size)
+            window = enlarge_window(image, draws.size, (iy0, iy1), (ix0, ix1))
+            label_window = resize_label_window(label, draws.size, (iy0, iy1), (ix0, ix1))
+            if self.uint8:
+                window = window.to(torch.uint8)
+            return place_window(window, label_window, (iy0 - y0, ix0 - x0), draws.flipped, self.crop_size,
+                                fill=fill, convert=convert)
+        # shrunk: the whole frame, torchvision's antialiased resize (the same bits as the v2 pipeline)
+        image = self.scale.transform(tv_tensors.Image(image), {"size": size}).as_subclass(torch.Tensor)
+        label = self.scale.transform(tv_tensors.Mask(label), {"size": size}).as_subclass(torch.Tensor)
+        return cut_window(image, label, draws.top, draws.left, draws.flipped, self.crop_size, fill=fill, convert=convert)
 
     def draw(self, height: int, width: int) -> Draws:
         """Every random choice for a ``height`` x ``width`` frame, from the global RNG, in the order

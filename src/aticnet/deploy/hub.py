@@ -7,10 +7,10 @@
 
 A folder holds ``model.safetensors`` (the state dict; its safetensors metadata also carries the
 model config, classes and colours, so ``aticnet.load(folder)`` works too), ``config.json``
-(``model_config`` = :class:`ModelConfig`, ``classes``, ``colors``, ``mean``, ``std``, ``num_classes``)
-and ``README.md``, a model card built from the run (:mod:`aticnet.deploy.model_card`).
+(``model_config`` = ``ModelConfig``, ``classes``, ``colors``, ``mean``, ``std``, ``num_classes``)
+and ``README.md``, a model card built from the run (``aticnet.deploy.model_card``).
 
-How the mixin fits: :class:`PretrainedSegmentation` is a thin container (model + metadata + what the
+How the mixin fits: ``PretrainedSegmentation`` is a thin container (model + metadata + what the
 card needs) that subclasses ``huggingface_hub.ModelHubMixin``; our ``nn.Module`` classes are left
 alone. ``PyTorchModelHubMixin`` on ``ICNet``/``PSPNet`` was the other way; it was not taken because
 (1) its config.json holds only ``__init__`` arguments (a ``ModelConfig``), not the classes, colours and
@@ -34,9 +34,9 @@ from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, HFValidati
 from torch import nn
 
 from ..inference.segmenter import Segmenter, default_palette, segmenter_of_module
-from ..models import ModelConfig, model_from_config
+from ..models import ModelConfig
 from ..models.pretrained import get_weights, is_weights_name
-from ..models.weights import load_model, load_state, read_weights, resolve_weights, save_weights
+from ..models.weights import load_model, model_for_tensors, read_weights, resolve_weights, save_weights
 from ..training.run_dir import run_dir_of
 from ..utils.distributed import pick_device
 from ..utils.errors import UserError
@@ -102,7 +102,7 @@ class PretrainedSegmentation(ModelHubMixin, library_name="aticnet", pipeline_tag
 
     def segmenter(self, device: str | torch.device = "cpu", fast: bool = True, source: str = "",
                   backend: str | None = None) -> Segmenter:
-        """A :class:`Segmenter` running this model on ``backend``, as :func:`aticnet.load` runs a run (default:
+        """A ``Segmenter`` running this model on ``backend``, as ``aticnet.load`` runs a run (default:
         OpenVINO on a CPU where it is installed; PyTorch with ``fast`` BatchNorms folded)."""
         device = pick_device(device)
         return segmenter_of_module(self.model.to(device).eval(), self.meta, device, backend=backend, fast=fast,
@@ -129,8 +129,7 @@ class PretrainedSegmentation(ModelHubMixin, library_name="aticnet", pipeline_tag
             model_config = ModelConfig.from_dict(raw)
         except (TypeError, ValueError) as e:
             raise UserError(f"{model_id}: bad model config ({e})") from None
-        model = model_from_config(model_config)
-        load_state(model, tensors, str(weights))
+        model = model_for_tensors(model_config, tensors, str(weights))  # checked to fit before allocating
         meta.pop("model_config", None)
         for key in ("classes", "colors"):  # config.json wins over the weights' copy
             if key in config:
@@ -141,7 +140,7 @@ class PretrainedSegmentation(ModelHubMixin, library_name="aticnet", pipeline_tag
 # ----------------------------------------------------------------------------- functions
 def pretrained(source: Any, *, meta: dict[str, Any] | None = None, latency: dict[str, Any] | None = None,
                license: str | None = None) -> PretrainedSegmentation:
-    """A :class:`PretrainedSegmentation` from a run directory, a ``.safetensors`` file, a Segmenter or a module.
+    """A ``PretrainedSegmentation`` from a run directory, a ``.safetensors`` file, a Segmenter or a module.
 
     A module needs ``meta`` for its class names and colours (generated otherwise)."""
     run_dir = None
@@ -172,7 +171,7 @@ def save_pretrained(source: Any, save_directory: str | Path, *, meta: dict[str, 
         source: a run directory, a ``.safetensors`` file, a shipped name, a Segmenter or an aticnet module.
         save_directory: the folder to write.
         meta: JSON-able facts for config.json and the card (``classes``, ``colors``, ``dataset``...).
-        latency: a measured latency for the card (:func:`measure_latency`).
+        latency: a measured latency for the card (``aticnet.deploy.hub.measure_latency`` gives one).
         license: the card's licence field.
         overwrite_card: replace an existing README.md (else it is kept, as huggingface_hub's mixin does).
         dtype: store the weights in this type (``torch.float16``: half the size; they load as float32).
@@ -196,15 +195,32 @@ def save_pretrained(source: Any, save_directory: str | Path, *, meta: dict[str, 
 def from_pretrained(name_or_path: str | Path, *, device: str | torch.device = "cpu", fast: bool = True,
                     backend: str | None = None, revision: str | None = None, cache_dir: str | Path | None = None,
                     local_files_only: bool = False, token: str | bool | None = None) -> Segmenter:
-    """A :class:`Segmenter` from a shipped name (``"aticnet-camvid"``), a Hub folder (or run directory), or a Hub
-    repo id (``"user/name"``).
+    """A [`Segmenter`][aticnet.Segmenter] from a shipped name, a Hub folder (or run directory), or a Hub repo id.
 
     Repo ids go through ``huggingface_hub``'s download and cache (``HF_HUB_OFFLINE=1`` reads the
-    cache only); shipped names and folders read nothing from the network. ``fast`` and ``backend`` as
-    :func:`aticnet.load`: OpenVINO by default on a CPU where it is installed.
+    cache only); shipped names and folders read nothing from the network.
+
+    Examples:
+        >>> import aticnet
+        >>> m = aticnet.from_pretrained("aticnet-camvid")      # the same as aticnet.load("aticnet-camvid")
+        >>> m = aticnet.from_pretrained("hub/mine")            # a folder written by save_pretrained
+
+    Args:
+        name_or_path: a shipped name (``"aticnet-camvid"``), a folder, or a Hub repo id (``"user/name"``).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``, as [`aticnet.load`][aticnet.load] takes it.
+        fast: PyTorch runs the model with its BatchNorms folded, as in [`aticnet.load`][aticnet.load].
+        backend: the engine, as in [`aticnet.load`][aticnet.load] (default: OpenVINO on a CPU where it is
+            installed, else PyTorch).
+        revision: a Hub repo's branch, tag or commit.
+        cache_dir: where huggingface_hub caches downloads.
+        local_files_only: read the cache only, never the network.
+        token: a Hub token, for private repos.
 
     Returns:
-        A :class:`Segmenter` whose ``predict(image)`` gives H x W class ids.
+        The segmenter; its ``predict(image)`` gives H x W class ids.
+
+    Raises:
+        UserError: the path is not a model folder, or the Hub or its cache cannot give the model.
     """
     text = str(name_or_path)
     if not os.path.exists(text) and is_weights_name(text):
@@ -227,7 +243,7 @@ def from_pretrained(name_or_path: str | Path, *, device: str | torch.device = "c
 
 def measure_latency(segmenter: Segmenter, size: tuple[int, int] = (1024, 2048), runs: int = 5) -> dict[str, Any]:
     """Median milliseconds of one pass at H x W (network, upsample, argmax: the benchmark's timed region,
-    :func:`aticnet.inference.timing.measure_latency`), with the size, device, threads and torch version, for the card."""
+    ``aticnet.inference.timing.measure_latency``), with the size, device, threads and torch version, for the card."""
     from ..inference.timing import measure_latency as median_ms
 
     ms = median_ms(segmenter.run.module, size, runs=max(1, runs), device=segmenter.device)

@@ -131,7 +131,7 @@ def evaluate(
     workers: int = 2,
     max_images: int | None = None,
     flip: bool = False,
-    scales: Sequence[float] = (1.0,),
+    scales: Sequence[float] | None = None,
     precision: str = "32",
     drives: Sequence[str] | None = None,
     backend: str | None = None,
@@ -155,12 +155,14 @@ def evaluate(
         workers: loader processes.
         max_images: score the first N images only.
         flip: average with the mirrored view (PyTorch models only).
-        scales: average over these input scales (PyTorch models only).
+        scales: average over the network run at these multiples of each image's size (PyTorch models only;
+            None: the scale the weights were trained for alone).
         precision: "32", or "bf16" (OpenVINO, or PyTorch under autocast).
         drives: score these drives only (CamVid's file-name prefix, Cityscapes' city).
         backend: the engine, as [`aticnet.load`][aticnet.load] takes it.
-        infer_scale: run the network at this multiple of each image's size (None: the scale the weights were
-            trained for; ``scales`` are multiples of it).
+        infer_scale: run the network at this multiple of each image's size on ``aticnet.load``'s engines (None:
+            a run or ``.safetensors`` is scored with PyTorch as it is, at the scale it was trained for; a deployed
+            file at the scale it says).
         progress: show a progress bar.
 
     Returns:
@@ -175,24 +177,22 @@ def evaluate(
     from ..data import EvalTransform, build_dataset
     from ..data.loader import eval_loader
     from ..inference.segmenter import load, trained_scale
-    from ..models.weights import load_model, read_weights
+    from ..models.weights import load_model
     from ..utils.distributed import pick_device
 
     device_ = pick_device(device)
     suffix = Path(weights).suffix.lower()
     deployed = suffix in (".onnx", ".xml", ".ts", ".torchscript", ".pt", ".pth") or backend not in (None, "torch")
-    if infer_scale is None and not deployed:  # the scale the weights were trained for (a deployed file: load's)
-        infer_scale = trained_scale(read_weights(weights)[1])
-    if flip or tuple(scales) != (1.0,) or (not deployed and infer_scale == 1):
+    if flip or scales is not None or (not deployed and infer_scale in (None, 1)):
         model, meta = load_model(weights, device_)  # the module itself: autocast, flips and scales apply
         num_classes, mean, std = model.config.num_classes, model.config.mean, model.config.std
-        scales = tuple(s * trained_scale(meta, infer_scale) for s in scales)
+        scales = (trained_scale(meta, infer_scale),) if scales is None else tuple(scales)
     else:
         on_openvino = backend == "openvino" or suffix == ".xml"
         model = load(weights, device_, backend=backend, infer_scale=infer_scale,
                      precision=precision if on_openvino else "32")
         num_classes, mean, std = model.num_classes, model.mean.flatten().tolist(), model.std.flatten().tolist()
-        device_ = model.device
+        device_, scales = model.device, (1.0,)  # the segmenter runs the network at its own infer_scale
     data = build_dataset(dataset, data_root, split, EvalTransform(mean=mean, std=std), drives=drives)
     if data.num_classes != num_classes:
         raise UserError(f"{weights}: the model predicts {num_classes} classes, {dataset} has {data.num_classes}")

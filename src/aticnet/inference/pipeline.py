@@ -11,8 +11,9 @@ Policies:
   when inference is slower than the source.
 * ``file``: every frame is kept; a full queue makes the stage before it wait.
 
-Each frame carries its capture time (when it left the decoder); :class:`StreamStats` reports per-stage
-timings, end-to-end frames/s, dropped frames and capture-to-output latency percentiles. Ctrl-C (a
+Each frame carries its capture time (when it left the decoder); ``StreamStats`` reports per-stage
+timings, end-to-end frames/s, dropped frames and capture-to-output latency percentiles, kept in fixed memory
+(``RunningPercentiles``) however long the stream runs. Ctrl-C (a
 KeyboardInterrupt in the main thread, or one raised by the source) stops the source, lets the frames in
 flight through and closes the sink, so an output file stays playable; a second Ctrl-C skips the frames in
 flight but still closes the sink.
@@ -21,6 +22,7 @@ flight but still closes the sink.
 from __future__ import annotations
 
 import collections
+import math
 import queue
 import threading
 import time
@@ -53,7 +55,7 @@ class Frame:
 
 
 class Sink(Protocol):
-    """Where rendered pictures go (a :class:`~aticnet.inference.video.VideoWriter`, a folder of PNGs, ...)."""
+    """Where rendered pictures go (a ``aticnet.inference.video.VideoWriter``, a folder of PNGs, ...)."""
 
     def write(self, picture: np.ndarray, timestamp: float | None = None) -> None: ...
 
@@ -99,10 +101,47 @@ class StreamStats:
                 f"  per frame: {stages or 'no frames'}\n  capture to output: {latency or 'no frames'}")
 
 
-def _percentiles(values: list[float], points: dict[str, float]) -> dict[str, float]:
-    if not values:
+class RunningPercentiles:
+    """Percentiles of a stream of durations in fixed memory, however long the stream runs.
+
+    Values (seconds) go into log-spaced bins 0.5% wide from 1 us to 3 hours (about 4,600 counters, as HdrHistogram
+    does); a percentile is the nearest rank's bin, within 0.5% of the exact value and clamped to the smallest and
+    largest value seen. A 30 frames/s camera running for a day keeps the same 4,600 counters per stage.
+    """
+
+    LOW, HIGH, STEP = 1e-6, 1e4, 0.005  # seconds, seconds, relative bin width
+
+    def __init__(self) -> None:
+        self.bins = math.ceil(math.log(self.HIGH / self.LOW) / math.log1p(self.STEP)) + 1
+        self.counts = np.zeros(self.bins, np.int64)
+        self.count, self.low, self.high = 0, math.inf, -math.inf
+
+    def add(self, value: float) -> None:
+        """Count one value (seconds)."""
+        clamped = min(max(value, self.LOW), self.HIGH)
+        self.counts[int(math.log(clamped / self.LOW) / math.log1p(self.STEP))] += 1
+        self.count += 1
+        self.low, self.high = min(self.low, value), max(self.high, value)
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0-100) by nearest rank; 0.0 before any value."""
+        if not self.count:
+            return 0.0
+        rank = max(1, math.ceil(q / 100 * self.count))
+        if rank in (1, self.count):  # the extremes are known exactly
+            return self.low if rank == 1 else self.high
+        index = int(np.searchsorted(np.cumsum(self.counts), rank))
+        middle = self.LOW * (1 + self.STEP) ** (index + 0.5)
+        return min(max(middle, self.low), self.high)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _percentiles(values: RunningPercentiles, points: dict[str, float]) -> dict[str, float]:
+    if not len(values):
         return {}
-    return {name: float(np.percentile(values, q)) for name, q in points.items()}
+    return {name: values.percentile(q) for name, q in points.items()}
 
 
 class FrameQueue:
@@ -153,8 +192,8 @@ class FrameQueue:
 
 
 class Pipeline:
-    """One run of source -> segmenter -> render -> sink (see the module docstring); :meth:`run` returns the
-    :class:`StreamStats`."""
+    """One run of source -> segmenter -> render -> sink (see the module docstring); ``run`` returns the
+    ``StreamStats``."""
 
     def __init__(self, frames: Iterable[np.ndarray], segmenter: Segmenter, render: Render, sink: Sink | None, *,
                  policy: str = "file", name: str = "source", batch_size: int = 1, infer_scale: float | None = None,
@@ -169,8 +208,9 @@ class Pipeline:
         self.inbox = FrameQueue(1 if self.live else FILE_QUEUE_FRAMES, self.live, self.abort)
         self.outbox = FrameQueue(2 if self.live else FILE_QUEUE_FRAMES, False, self.abort)
         self.stats = StreamStats(name, policy)
-        self.times: dict[str, list[float]] = {stage: [] for stage in STAGES}
-        self.latency: list[float] = []
+        # bounded whatever the stream's length: a camera may run for days
+        self.times = {stage: RunningPercentiles() for stage in STAGES}
+        self.latency = RunningPercentiles()
         self.errors: list[BaseException] = []
         self.start = self.first_capture = self.last_output = 0.0
 
@@ -187,7 +227,7 @@ class Pipeline:
                 now = time.perf_counter()
                 if not self.inbox.put(Frame(self.stats.frames_in, image, now)):
                     break
-                self.times["decode"].append(now - begin)
+                self.times["decode"].add(now - begin)
                 self.stats.frames_in += 1
         except KeyboardInterrupt:  # a source may be stopped this way too
             self.stats.interrupted = True
@@ -224,7 +264,7 @@ class Pipeline:
                                                       infer_scale=self.infer_scale)
                 per_frame = (time.perf_counter() - begin) / len(batch)
                 for frame, lab in zip(batch, labels):
-                    self.times["infer"].append(per_frame)
+                    self.times["infer"].add(per_frame)
                     if not self.outbox.put((frame, lab)):
                         return
         except BaseException as e:  # noqa: BLE001 (raised again in the main thread once the sink is closed)
@@ -251,8 +291,8 @@ class Pipeline:
                     # a live recording keeps real time: dropped frames leave gaps, not a faster film
                     self.sink.write(picture, frame.captured - self.first_capture if self.live else None)
                 self.last_output = time.perf_counter()
-                self.times["render"].append(self.last_output - begin)
-                self.latency.append(self.last_output - frame.captured)
+                self.times["render"].add(self.last_output - begin)
+                self.latency.add(self.last_output - frame.captured)
                 self.stats.frames_out += 1
                 if self.on_output:
                     self.on_output(frame)
@@ -298,7 +338,7 @@ class Pipeline:
         self.stats.dropped = self.inbox.dropped
         self.stats.seconds = (self.last_output or time.perf_counter()) - self.start
         self.stats.stage_ms = {stage: {k: 1000 * v for k, v in _percentiles(t, {"median": 50, "p95": 95}).items()}
-                               for stage, t in self.times.items() if t}
+                               for stage, t in self.times.items() if len(t)}
         self.stats.latency_ms = {k: 1000 * v for k, v in
                                  _percentiles(self.latency, {"p50": 50, "p95": 95, "p99": 99}).items()}
         if self.errors:
@@ -311,7 +351,7 @@ def run_pipeline(frames: Iterable[np.ndarray], segmenter: Segmenter, render: Ren
     """Segment a stream of frames through the three overlapped stages.
 
     Args:
-        frames: H x W x 3 uint8 pictures (a :class:`~aticnet.inference.video.VideoSource`'s ``frames``, or any
+        frames: H x W x 3 uint8 pictures (a ``aticnet.inference.video.VideoSource``'s ``frames``, or any
             iterator; closed at the end when it has ``close``).
         segmenter: any loaded model (any backend; its ``infer_scale`` unless ``infer_scale`` is given).
         render: (frame, H x W labels) -> the H x W x 3 (or H x W) picture for the sink.
@@ -319,7 +359,7 @@ def run_pipeline(frames: Iterable[np.ndarray], segmenter: Segmenter, render: Ren
         **options: ``policy`` ("live": newest frame wins; "file": every frame), ``name``, ``batch_size``
             (file policy), ``infer_scale``, ``max_frames``, ``on_output`` (called with each frame written).
     Returns:
-        The :class:`StreamStats` (frames_in == frames_out + dropped, unless a stage failed or a second Ctrl-C
+        The ``StreamStats`` (frames_in == frames_out + dropped, unless a stage failed or a second Ctrl-C
         skipped the frames in flight).
     """
     return Pipeline(frames, segmenter, render, sink, **options).run()

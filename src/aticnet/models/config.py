@@ -14,6 +14,10 @@ from typing import Any
 # ImageNet statistics on [0, 1] pixels: the convention of every ICNet/PSPNet port.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Bounds of a config read from a file: far past any real segmentation network, far below what exhausts memory.
+MAX_CLASSES = 1024
+MAX_WIDTH = 2.0  # x ResNet-50's channels (PSPNet: 1.0)
+MAX_BLOCKS = 64  # residual blocks per stage (ResNet-152 has 36)
 
 
 @dataclass
@@ -61,12 +65,29 @@ class ModelConfig:
             raise ValueError(f"loss_on must be 'outputs' or 'labels', not {self.loss_on!r}")
         if self.pyramid == "atrous" and len(self.rates) != len(self.bins):
             raise ValueError(f"atrous pyramid needs one rate per bin: bins {self.bins}, rates {self.rates}")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be positive, not {self.num_classes}")
-        if self.width <= 0:
-            raise ValueError(f"width must be positive, not {self.width}")
-        if self.stage5_blocks < 1 or min(self.stage_blocks) < 1:
-            raise ValueError("every stage needs at least one block")
+        self._check_bounds()
+
+    def _check_bounds(self) -> None:
+        """Refuse sizes no real network has before any tensor is allocated: a config read from a file could
+        otherwise ask for gigabytes (300,000 classes, a width of 1,000)."""
+        for name, value, low, high in (("num_classes", self.num_classes, 1, MAX_CLASSES),
+                                       ("in_channels", self.in_channels, 1, 16),
+                                       ("stage5_blocks", self.stage5_blocks, 1, MAX_BLOCKS),
+                                       ("atrous_reduction", self.atrous_reduction, 1, 1024)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer in {low}..{high}, not {value!r}")
+        if not isinstance(self.width, (int, float)) or not 0 < self.width <= MAX_WIDTH:
+            raise ValueError(f"width must be in (0, {MAX_WIDTH:g}], not {self.width!r}")
+        for name, values, high in (("stage_blocks", self.stage_blocks, MAX_BLOCKS), ("bins", self.bins, 64),
+                                   ("rates", self.rates, 64)):
+            if len(values) > (3 if name == "stage_blocks" else 8) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= high for v in values):
+                raise ValueError(f"{name} must be {'3' if name == 'stage_blocks' else 'up to 8'} integers in "
+                                 f"1..{high}, not {values!r}")
+        if len(self.stage_blocks) != 3:
+            raise ValueError(f"stage_blocks must be 3 integers in 1..{MAX_BLOCKS}, not {self.stage_blocks!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout!r}")
 
     def channels(self, full_width: int) -> int:
         """``full_width`` channels (ResNet-50 at width 1.0) scaled by ``width``, a multiple of 8."""

@@ -36,7 +36,7 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict[str, Any], *, si
 def resolve_weights(path: str | Path) -> Path:
     """The safetensors file that ``path`` names: a file is itself; a run directory or a saved-pretrained folder
     means its ``model.safetensors`` (or ``best.safetensors``); a shipped name (``aticnet-camvid``,
-    :mod:`aticnet.models.pretrained`) means that model's file. A path that exists wins over a name."""
+    ``aticnet.models.pretrained``) means that model's file. A path that exists wins over a name."""
     from .pretrained import get_weights, is_weights_name
 
     path = Path(path)
@@ -78,7 +78,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from weights written by :func:`save_weights`; returns (model in eval mode, meta)."""
+    """Rebuild a model from weights written by ``save_weights``; returns (model in eval mode, meta)."""
     path = resolve_weights(path)
     tensors, meta = read_weights(path)
     if "model_config" not in meta:
@@ -87,13 +87,42 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
         config = ModelConfig.from_dict(meta.pop("model_config"))
     except (TypeError, ValueError) as e:
         raise UserError(f"{path}: bad model config ({e})") from None
-    model = model_from_config(config)
-    load_state(model, tensors, str(path))
+    model = model_for_tensors(config, tensors, str(path))
     return model.to(device).eval(), meta
+
+
+def model_for_tensors(config: ModelConfig, tensors: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """The model of ``config`` holding ``tensors``, checked to fit before any of its memory is allocated.
+
+    The model is built first on PyTorch's meta device (shapes, no memory), so a config that does not fit its
+    file (a 1 kB file whose config asks for 1,000 classes) is refused before allocating anything.
+
+    Args:
+        config: the model config read from the file.
+        tensors: the file's tensors (name -> tensor).
+        source: the file, named in errors.
+
+    Returns:
+        The model (CPU, training mode) with ``tensors`` loaded.
+
+    Raises:
+        UserError: the tensors do not fit the config's model.
+    """
+    with torch.device("meta"):
+        check_fit(model_from_config(config), tensors, source)
+    model = model_from_config(config)
+    load_state(model, tensors, source)
+    return model
 
 
 def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict`` with a clear message when the weights are for another model or class count."""
+    check_fit(model, tensors, source)
+    model.load_state_dict(tensors)
+
+
+def check_fit(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a `UserError` naming the first mismatches when ``tensors`` are not exactly ``model``'s state."""
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -109,7 +138,6 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) 
             details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         name = getattr(getattr(model, "config", None), "name", type(model).__name__)
         raise UserError(f"{source}: weights do not fit {name}: {'; '.join(details)}")
-    model.load_state_dict(tensors)
 
 
 def load_matching(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> dict[str, list[str]]:

@@ -2,8 +2,8 @@
 segmented by a pool of Ray actors, each holding a model, on one machine or a Ray cluster.
 
 The outputs have the layout and file names of plain ``aticnet predict`` (the same
-:func:`~aticnet.inference.predict.collect_inputs`, :func:`~aticnet.inference.predict.output_path` and
-:class:`~aticnet.inference.predict.Renderer`); each is written to a temporary name and renamed into place, so an
+``aticnet.inference.predict.collect_inputs``, ``aticnet.inference.predict.output_path`` and
+``aticnet.inference.predict.Renderer``); each is written to a temporary name and renamed into place, so an
 output that exists is whole and a rerun skips it (resuming after a kill). An index, one JSON line per image
 (``input``, ``output``, ``seconds``: the actor's time for the image, ``null`` for one found finished; ``node``: the
 Ray node that made it; ``finished``: when, in Unix seconds), lists every finished output. Every node of a cluster must see the input and output paths (a shared file system).
@@ -59,10 +59,10 @@ def plan_outputs(inputs: Sequence[str | Path], out: Path, fmt: str) -> list[dict
     Args:
         inputs: files, folders, globs and list files.
         out: the output folder.
-        fmt: one of :data:`~aticnet.inference.predict.FORMATS`.
+        fmt: one of ``aticnet.inference.predict.FORMATS``.
 
     Returns:
-        Rows in input order; two inputs meeting at one output are a :class:`UserError`.
+        Rows in input order; two inputs meeting at one output are a ``UserError``.
     """
     images, videos = collect_inputs(expand_inputs(inputs))
     if videos:
@@ -130,13 +130,13 @@ def _index_outputs(index: Path) -> set[str]:
 
 def predict_on_ray(weights: str, inputs: Sequence[str | Path], out: str | Path, *, fmt: str = "trainid",
                    alpha: float = 0.5, batch_size: int = 4, workers: int = 1, cpus_per_worker: float = 1.0,
-                   device: str = "cpu", backend: str | None = None, infer_scale: float = 1.0, precision: str = "32",
-                   ray_address: str | None = None, index: str | Path | None = None,
+                   device: str = "cpu", backend: str | None = None, infer_scale: float | None = None,
+                   precision: str = "32", ray_address: str | None = None, index: str | Path | None = None,
                    log_line: Any = print) -> dict[str, Any]:
     """Segment every image of ``inputs`` into ``out`` with ``workers`` Ray actors, skipping finished outputs.
 
     Args:
-        weights: what :func:`aticnet.load` loads (every node must reach it).
+        weights: what ``aticnet.load`` loads (every node must reach it).
         inputs: image files, folders (recursive), globs and list files.
         out: the output folder (plain ``predict``'s layout).
         fmt: trainid, labelid, color, overlay or cityscapes.
@@ -145,7 +145,7 @@ def predict_on_ray(weights: str, inputs: Sequence[str | Path], out: str | Path, 
         workers: actors in the pool.
         cpus_per_worker: CPUs Ray reserves per actor (and its PyTorch threads).
         device: "cpu" or "cuda" (one GPU per actor).
-        backend, infer_scale, precision: as :func:`aticnet.load` takes them.
+        backend, infer_scale, precision: as ``aticnet.load`` takes them.
         ray_address: a Ray cluster's address ("auto": the one `ray start` made here); None starts a local Ray.
         index: the JSON-lines index (default ``out/index.jsonl``), appended to.
         log_line: where the summary line goes.
