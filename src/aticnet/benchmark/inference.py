@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..inference.segmenter import scaled_size
+from ..inference.images import scaled_size
 from ..inference.timing import Entry, matmul_gflops, quantile, run_interleaved, time_pass
 from ..models.analysis import count_flops
 from ..utils.errors import UserError

@@ -209,7 +209,7 @@ class _Scaled:
         return self.predictor
 
     def __call__(self, image: Tensor) -> Tensor:
-        from ..inference.segmenter import scaled_size
+        from ..inference.images import scaled_size
 
         size = tuple(image.shape[-2:])
         small = torch.nn.functional.interpolate(image, size=scaled_size(size, self.scale), mode="bilinear",

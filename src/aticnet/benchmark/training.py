@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import tempfile
 import time
@@ -105,27 +106,6 @@ def time_train_steps(name: str, *, crop: int, batch: int, steps: int, warmup: in
     return {**_rate(time.perf_counter() - start, steps, batch), "variant": variant}
 
 
-def _trainer_batches(train_set: Any, mode: str, *, batch: int, workers: int, device: torch.device, crop: int,
-                     frames: Any) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches on the device as ``aticnet train`` makes them with ``--cache mode`` (frames: the decoded cache)."""
-    from ..data.cache import DeviceBatches, DeviceFrames
-    from ..data.loader import StreamSampler, batch_to_device, train_loader
-    from ..models.config import IMAGENET_MEAN, IMAGENET_STD
-
-    normalize = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    if mode == "device":
-        sampler = StreamSampler(len(train_set), batch, seed=0)
-        source: Any = DeviceBatches(DeviceFrames(frames, device), train_set.transform, sampler)
-    else:
-        train_set.decoded = frames
-        source = train_loader(train_set, batch, seed=0, rank=0, world_size=1, start_step=0, workers=workers)
-    try:
-        for *parts, _errors in source:
-            yield batch_to_device(tuple(parts), device, normalize, (crop, crop))
-    finally:
-        train_set.decoded = None
-
-
 def time_pipeline(make_batches: Callable[[], Iterator[tuple[Tensor, Tensor]]], *, batch: int, workers: int,
                   batches: int, device: torch.device) -> dict[str, Any]:
     """Images/s of ready batches on the device: the batches the loader's processes make before anyone asks (two
@@ -176,11 +156,10 @@ def benchmark_training(
         caches: the ``--cache`` modes to time (none, memory, device).
         step_variants: names of ``STEP_VARIANTS`` to time the step alone in (default: the trainer's, plus the
             ladder from ``baseline`` on a GPU).
-        steps: timed steps of the step alone; warmup: untimed ones before them.
-        pipeline_batches: timed batches per pipeline; end_to_end_steps: timed steps end to end.
+        steps, warmup: timed and untimed steps of the step alone; pipeline_batches: timed batches per pipeline;
+            end_to_end_steps: timed steps end to end (``end_to_end``: whether to time them at all).
         device, precision, width: where and how the models train.
         dataset, data_root: the data set timed (default: ``data_images`` synthetic scenes of ``data_size``).
-        end_to_end: whether to time the step fed by each pipeline.
         command: the command line, recorded; log: progress lines.
 
     Returns:
@@ -188,18 +167,12 @@ def benchmark_training(
         trainer's step), ``step_variants`` (model -> variant -> step), ``end_to_end`` (mode -> model -> images/s)
         and ``bound`` (mode -> model -> "data pipeline" or "training step"), with the machine's description.
     """
-    from ..data import TrainTransform, build_dataset
-    from ..data.cache import open_frames
-    from ..models.config import IMAGENET_MEAN, IMAGENET_STD
+    from ..data import build_dataset
     from ..training.config import TrainConfig
 
     device = torch.device(device)
     check_device(device, [precision])
-    unknown = [c for c in caches if c not in CACHE_MODES] + [v for v in step_variants or () if v not in STEP_VARIANTS]
-    if unknown:
-        raise UserError(f"unknown cache mode or step variant {', '.join(unknown)}: caches are {', '.join(CACHE_MODES)}, "
-                        f"variants {', '.join(STEP_VARIANTS)}")
-    variants = list(step_variants or (list(STEP_VARIANTS)[:-1] if device.type == "cuda" else ["fused"]))
+    variants = _step_variants(caches, step_variants, device)
     result: dict[str, Any] = {
         "command": command, "mode": "train", **machine_info(device), "crop_size": crop, "batch_size": batch,
         "workers": workers, "precision": precision, "width": width, "caches": list(caches),
@@ -210,42 +183,82 @@ def benchmark_training(
         root, data_desc = _data_root(dataset, data_root, data_size, data_images, Path(tmp), log)
         train_set = build_dataset(dataset, root, "train")
         result["data"], result["num_classes"] = data_desc, train_set.num_classes
-        frames, result["cache_build_s"] = {}, {}
-        for mode in caches:
-            # on a GPU the loader sends bytes and the device rescales and crops (as the trainer does); on the CPU
-            # the loader's processes do all of it; --cache device always augments on the device
-            on_device = mode == "device" or device.type == "cuda"
-            train_set.transform = TrainTransform(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                                 uint8=on_device, defer=on_device)
-            if mode != "none":
-                start = time.perf_counter()
-                frames[mode] = open_frames(train_set, mode, device=device, folder=Path(tmp) / "frames",
-                                           workers=max(workers, 1), say=log)
-                result["cache_build_s"][mode] = time.perf_counter() - start
-            log(f"data pipeline, --cache {mode}: {data_desc}, {workers if mode != 'device' else 0} worker(s), "
-                f"batch {batch}")
-            make = lambda mode=mode: _trainer_batches(train_set, mode, batch=batch, workers=workers,  # noqa: E731
-                                                      device=device, crop=crop, frames=frames.get(mode))
-            result.setdefault("pipelines", {})[mode] = {
-                **time_pipeline(make, batch=batch, workers=workers if mode != "device" else 0,
-                                batches=pipeline_batches, device=device), "transform": repr(train_set.transform)}
+        feeds = {mode: _Feed(train_set, mode, crop=crop, batch=batch, workers=workers, device=device,
+                             folder=Path(tmp) / "frames", log=log) for mode in caches}
+        result["cache_build_s"] = {mode: feed.build_s for mode, feed in feeds.items() if feed.frames is not None}
+        result["pipelines"] = {}
+        for mode, feed in feeds.items():
+            log(f"data pipeline, --cache {mode}: {data_desc}, {feed.workers} worker(s), batch {batch}")
+            result["pipelines"][mode] = {**time_pipeline(feed.batches, batch=batch, workers=feed.workers,
+                                                         batches=pipeline_batches, device=device),
+                                         "transform": repr(feed.transform)}
         result["step_variants"] = _time_steps(models, variants, crop=crop, batch=batch, steps=steps, warmup=warmup,
                                               device=device, precision=precision, width=width,
                                               num_classes=train_set.num_classes, log=log)
         result["step"] = {name: by_variant[variants[-1]] for name, by_variant in result["step_variants"].items()}
-        result["end_to_end"] = {}
-        if end_to_end:
-            for mode in caches:
-                result["end_to_end"][mode] = _time_end_to_end(
-                    models, train_set, mode, frames.get(mode), crop=crop, batch=batch, workers=workers,
-                    steps=end_to_end_steps, device=device, precision=precision, width=width,
-                    variant=variants[-1], log=log)
-    result["bound"] = {
-        mode: {name: ("data pipeline" if pipe["images_per_s"] < result["step"][name]["images_per_s"] else "training step")
-               for name in models}
-        for mode, pipe in result["pipelines"].items()}
+        result["end_to_end"] = {mode: _time_end_to_end(models, feed, crop=crop, batch=batch, steps=end_to_end_steps,
+                                                       device=device, precision=precision, width=width,
+                                                       variant=variants[-1], log=log)
+                                for mode, feed in feeds.items()} if end_to_end else {}
+    result["bound"] = {mode: {name: "data pipeline" if pipe["images_per_s"] < step["images_per_s"] else "training step"
+                              for name, step in result["step"].items()}
+                       for mode, pipe in result["pipelines"].items()}
     result["load_avg_end"] = load_average()
     return result
+
+
+def _step_variants(caches: Sequence[str], step_variants: Sequence[str] | None, device: torch.device) -> list[str]:
+    """The step variants to time (default: the trainer's, and the ladder to it on a GPU); unknown names refused."""
+    unknown = [c for c in caches if c not in CACHE_MODES] + [v for v in step_variants or () if v not in STEP_VARIANTS]
+    if unknown:
+        raise UserError(f"unknown cache mode or step variant {', '.join(unknown)}: caches are "
+                        f"{', '.join(CACHE_MODES)}, variants {', '.join(STEP_VARIANTS)}")
+    return list(step_variants or (list(STEP_VARIANTS)[:-1] if device.type == "cuda" else ["fused"]))
+
+
+class _Feed:
+    """One ``--cache`` mode's batches of ``train_set``, as ``aticnet train`` makes them: its transform (on a GPU,
+    or with the device cache, the loader only decodes and the device augments), its decoded frames (built here,
+    timed apart) and its loader processes."""
+
+    def __init__(self, train_set: Any, mode: str, *, crop: int, batch: int, workers: int, device: torch.device,
+                 folder: Path, log: Callable[[str], None]) -> None:
+        from ..data import TrainTransform
+        from ..data.cache import open_frames
+        from ..models.config import IMAGENET_MEAN, IMAGENET_STD
+
+        on_device = mode == "device" or device.type == "cuda"
+        self.train_set, self.mode, self.crop, self.batch, self.device = train_set, mode, crop, batch, device
+        self.workers = 0 if mode == "device" else workers
+        self.transform = TrainTransform(crop, scale_range=SCALE_RANGE, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                        uint8=on_device, defer=on_device)
+        self.frames, self.build_s = None, 0.0
+        if mode != "none":
+            start = time.perf_counter()
+            self.frames = open_frames(train_set, mode, device=device, folder=folder, workers=max(workers, 1), say=log)
+            self.build_s = time.perf_counter() - start
+
+    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches on the device, endless: (N x 3 x crop x crop float32 images, N x crop x crop labels)."""
+        from ..data.cache import DeviceBatches, DeviceFrames
+        from ..data.loader import StreamSampler, batch_to_device, train_loader
+        from ..models.config import IMAGENET_MEAN, IMAGENET_STD
+
+        train_set, device = self.train_set, self.device
+        normalize = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        train_set.transform = self.transform
+        if self.mode == "device":
+            sampler = StreamSampler(len(train_set), self.batch, seed=0)
+            source: Any = DeviceBatches(DeviceFrames(self.frames, device), self.transform, sampler)
+        else:
+            train_set.decoded = self.frames
+            source = train_loader(train_set, self.batch, seed=0, rank=0, world_size=1, start_step=0,
+                                  workers=self.workers)
+        try:
+            for *parts, _errors in source:
+                yield batch_to_device(tuple(parts), device, normalize, (self.crop, self.crop))
+        finally:
+            train_set.decoded = None
 
 
 def _time_steps(models: Sequence[str], variants: Sequence[str], *, log: Callable[[str], None], **common: Any
@@ -260,19 +273,17 @@ def _time_steps(models: Sequence[str], variants: Sequence[str], *, log: Callable
     return out
 
 
-def _time_end_to_end(models: Sequence[str], train_set: Any, mode: str, frames: Any, *, crop: int, batch: int,
-                     workers: int, steps: int, device: torch.device, log: Callable[[str], None], **common: Any
-                     ) -> dict[str, Any]:
-    """{model: the trainer's step fed by the ``mode`` pipeline}, timed after the loader's head start is used up."""
+def _time_end_to_end(models: Sequence[str], feed: _Feed, *, crop: int, batch: int, steps: int, device: torch.device,
+                     log: Callable[[str], None], **common: Any) -> dict[str, Any]:
+    """{model: the trainer's step fed by ``feed``}, timed after the loader's head start is used up."""
     out = {}
-    loader_workers = workers if mode != "device" else 0
     for name in models:
-        it = _trainer_batches(train_set, mode, batch=batch, workers=workers, device=device, crop=crop, frames=frames)
-        log(f"  {name} end to end with --cache {mode}: {steps} steps")
+        it = feed.batches()
+        log(f"  {name} end to end with --cache {feed.mode}: {steps} steps")
         # the loader's processes fill a buffer of 2 batches each before the first step: used up untimed
-        out[name] = time_train_steps(name, crop=crop, batch=batch, steps=steps, warmup=1 + 2 * loader_workers,
-                                     device=device, num_classes=train_set.num_classes, batches=lambda: next(it),
-                                     **common)
+        out[name] = time_train_steps(name, crop=crop, batch=batch, steps=steps, warmup=1 + 2 * feed.workers,
+                                     device=device, num_classes=feed.train_set.num_classes,
+                                     batches=functools.partial(next, it), **common)
         it.close()
         del it
         gc.collect()

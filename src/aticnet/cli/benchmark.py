@@ -30,37 +30,7 @@ def canonical_command(args: argparse.Namespace) -> str:
                            "--runs", str(args.runs), "--warmup", str(args.warmup), "--threads",
                            str(args.threads or torch.get_num_threads())])
     if args.train:
-        words += [
-            "--train",
-            "--models",
-            args.models or ",".join(DEFAULT_TRAIN_MODELS),
-            "--crop-size",
-            str(args.crop_size),
-            "--batch-size",
-            str(args.batch_size or 8),
-            "--workers",
-            str(args.workers),
-            "--steps",
-            str(args.steps),
-            "--warmup",
-            str(args.warmup),
-            "--pipeline-batches",
-            str(args.pipeline_batches),
-            "--end-to-end-steps",
-            str(args.end_to_end_steps),
-            "--cache",
-            args.cache,
-            "--dataset",
-            args.dataset,
-        ]
-        if args.step_variants:
-            words += ["--step-variants", args.step_variants]
-        if args.data_root:
-            words += ["--data-root", args.data_root]
-        else:
-            words += ["--data-size", "x".join(map(str, args.data_size)), "--data-images", str(args.data_images)]
-        if args.no_end_to_end:
-            words.append("--no-end-to-end")
+        words += train_words(args)
     else:
         words += [
             "--models",
@@ -101,6 +71,23 @@ def canonical_command(args: argparse.Namespace) -> str:
         str(args.threads or torch.get_num_threads()),
     ]
     return shlex.join(words)
+
+
+def train_words(args: argparse.Namespace) -> list[str]:
+    """The ``--train`` settings of ``canonical_command``, every one spelled out."""
+    words = ["--train", "--models", args.models or ",".join(DEFAULT_TRAIN_MODELS), "--crop-size", str(args.crop_size),
+             "--batch-size", str(args.batch_size or 8), "--workers", str(args.workers), "--steps", str(args.steps),
+             "--warmup", str(args.warmup), "--pipeline-batches", str(args.pipeline_batches), "--end-to-end-steps",
+             str(args.end_to_end_steps), "--cache", args.cache, "--dataset", args.dataset]
+    if args.step_variants:
+        words += ["--step-variants", args.step_variants]
+    if args.data_root:
+        words += ["--data-root", args.data_root]
+    else:
+        words += ["--data-size", "x".join(map(str, args.data_size)), "--data-images", str(args.data_images)]
+    if args.no_end_to_end:
+        words.append("--no-end-to-end")
+    return words
 
 
 def run(args: argparse.Namespace) -> None:

@@ -289,17 +289,23 @@ def export(
         ok = c["max_abs_diff"] <= tolerance
         log(f"check ({runtime}) at {'x'.join(map(str, c['shape']))}: max |export - torch| = {c['max_abs_diff']:.2e} "
             f"(logits up to {c['max_abs_logit']:.1f}) {'ok' if ok else 'FAILED'}")
+    refuse_if_off(out, checks, tolerance)
+    return {"out": str(out), "format": fmt, **info, "dynamic": dynamic, "size": list(size), "seconds": seconds,
+            "checks": checks, "tolerance": tolerance}
+
+
+def refuse_if_off(out: str | Path, checks: list[dict[str, Any]], tolerance: float) -> None:
+    """A UserError when the worst of ``checks`` differs from PyTorch by more than ``tolerance``, saying whether
+    float32 rounding of the model itself explains it (its distance to float64 PyTorch)."""
     worst = max(checks, key=lambda c: c["max_abs_diff"])
-    report = {"out": str(out), "format": fmt, **info, "dynamic": dynamic, "size": list(size), "seconds": seconds,
-              "checks": checks, "tolerance": tolerance}
-    if worst["max_abs_diff"] > tolerance:
-        note = ""
-        if "export_vs_fp64" in worst:
-            closer = worst["export_vs_fp64"] <= worst["torch_fp32_vs_fp64"]
-            note = (f"; against PyTorch in float64 the export is off by {worst['export_vs_fp64']:.2e}, PyTorch float32 "
-                    f"by {worst['torch_fp32_vs_fp64']:.2e}"
-                    + (" (float32 rounding of this model, not an export error: raise --tolerance)" if closer else ""))
-        raise UserError(f"{out}: the export differs from PyTorch by {worst['max_abs_diff']:.2e} at "
-                        f"{'x'.join(map(str, worst['shape']))}, above the tolerance {tolerance:g}{note} "
-                        "(file left for inspection)")
-    return report
+    if worst["max_abs_diff"] <= tolerance:
+        return
+    note = ""
+    if "export_vs_fp64" in worst:
+        closer = worst["export_vs_fp64"] <= worst["torch_fp32_vs_fp64"]
+        note = (f"; against PyTorch in float64 the export is off by {worst['export_vs_fp64']:.2e}, PyTorch float32 "
+                f"by {worst['torch_fp32_vs_fp64']:.2e}"
+                + (" (float32 rounding of this model, not an export error: raise --tolerance)" if closer else ""))
+    raise UserError(f"{out}: the export differs from PyTorch by {worst['max_abs_diff']:.2e} at "
+                    f"{'x'.join(map(str, worst['shape']))}, above the tolerance {tolerance:g}{note} "
+                    "(file left for inspection)")

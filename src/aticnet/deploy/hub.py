@@ -33,7 +33,8 @@ from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, HFValidationError
 from torch import nn
 
-from ..inference.segmenter import Segmenter, default_palette, segmenter_of_module
+from ..inference.images import default_palette
+from ..inference.segmenter import Segmenter, segmenter_of_module
 from ..models import ModelConfig
 from ..models.pretrained import get_weights, is_weights_name
 from ..models.weights import load_model, model_for_tensors, read_weights, resolve_weights, save_weights

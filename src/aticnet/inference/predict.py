@@ -37,8 +37,9 @@ from torch import Tensor
 
 from ..utils.errors import DataError, UserError
 from ..utils.io import IMAGE_EXTENSIONS, image_size, read_image
+from .images import group_by_size
 from .pipeline import run_pipeline
-from .segmenter import Segmenter, group_by_size
+from .segmenter import Segmenter
 from .video import VIDEO_EXTENSIONS, VideoWriter, open_source, video_frame_count
 
 FORMATS = ("trainid", "labelid", "color", "overlay", "cityscapes")

@@ -19,7 +19,6 @@ the ``nn.Module`` when the engine is PyTorch.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from torch import Tensor, nn
 from ..models import place_on_device
 from ..utils.distributed import pick_device
 from ..utils.errors import UserError
-from ..utils.io import read_image
 from .backends import (
     BACKENDS,
     OpenVINORunner,
@@ -44,69 +42,13 @@ from .backends import (
     load_torchscript,
 )
 from .fast import DTYPES, optimize_for_inference
+from .images import as_float, default_palette, group_by_size, scaled_size, to_image_tensor
 from .labels import labels_from_logits
 from .overlay import colorize as _colorize
 from .overlay import overlay as _overlay
 
 log = logging.getLogger(__name__)
 TORCHSCRIPT_EXTENSIONS = (".ts", ".torchscript", ".pt", ".pth")
-
-
-# ----------------------------------------------------------------------------- images
-def to_image_tensor(image: Any) -> Tensor:
-    """Any accepted image -> 3 x H x W tensor, uint8 (0..255) or float32 (0..1), on the CPU."""
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    if type(image).__module__.startswith("PIL."):
-        image = np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=-1)
-        if image.ndim != 3 or image.shape[-1] not in (3, 4):
-            raise UserError(f"an image array must be H x W x 3 (RGB), not {'x'.join(map(str, image.shape))}")
-        image = np.ascontiguousarray(image[..., :3])
-        image = torch.from_numpy(image if image.flags.writeable else image.copy()).permute(2, 0, 1)
-    if not isinstance(image, Tensor):
-        raise UserError(f"cannot read an image from a {type(image).__name__}: give a path, a PIL image, "
-                        "an H x W x 3 uint8 array or a 3 x H x W tensor")
-    if image.ndim == 3 and image.shape[0] != 3 and image.shape[-1] == 3:
-        image = image.permute(2, 0, 1)
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise UserError(f"an image tensor must be 3 x H x W, not {'x'.join(map(str, image.shape))}")
-    if image.dtype == torch.uint8:
-        return image.cpu()
-    if image.is_floating_point():
-        return image.detach().float().cpu()
-    raise UserError(f"an image tensor must be uint8 or float in [0, 1], not {image.dtype}")
-
-
-def _as_float(images: Sequence[Tensor]) -> Tensor:
-    """Same-size 3 x H x W images -> N x 3 x H x W float in [0, 1]."""
-    return torch.stack([im.float() / 255 if im.dtype == torch.uint8 else im.float() for im in images])
-
-
-def group_by_size(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of at most ``batch_size`` same-size images (first-seen size order)."""
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, size in enumerate(sizes):
-        groups[tuple(size)].append(i)
-    step = max(1, batch_size)
-    return [idx[k : k + step] for idx in groups.values() for k in range(0, len(idx), step)]
-
-
-def default_palette(n: int) -> list[list[int]]:
-    """The Cityscapes colours for 19 classes, otherwise distinct generated colours."""
-    from ..data.cityscapes_labels import CLASS_COLORS
-
-    if n <= len(CLASS_COLORS):
-        return [list(c) for c in CLASS_COLORS[:n]]
-    rng = np.random.default_rng(0)
-    return [list(c) for c in CLASS_COLORS] + rng.integers(0, 256, (n - len(CLASS_COLORS), 3)).tolist()
-
-
-def scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
-    """(H, W) times ``scale``, rounded, at least 1 pixel."""
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
 # ----------------------------------------------------------------------------- the segmenter
@@ -256,7 +198,7 @@ class Segmenter:
             sizes = {tuple(t.shape[-2:]) for t in tensors}
             if len(sizes) > 1:
                 raise UserError(f"logits() needs images of one size, got {sorted(sizes)}; use predict_batch")
-            batch = _as_float(tensors)
+            batch = as_float(tensors)
         low = self.network_logits(self.normalize(batch), infer_scale)
         if tuple(low.shape[-2:]) == tuple(batch.shape[-2:]):
             return low
@@ -277,7 +219,7 @@ class Segmenter:
         Raises:
             UserError: the image cannot be read, or is not H x W x 3 / 3 x H x W.
         """
-        return self.labels_of_normalized(self.normalize(_as_float([to_image_tensor(image)])), infer_scale)[0]
+        return self.labels_of_normalized(self.normalize(as_float([to_image_tensor(image)])), infer_scale)[0]
 
     __call__ = predict
 
@@ -297,7 +239,7 @@ class Segmenter:
         tensors = [to_image_tensor(im) for im in images]
         results: list[Tensor | None] = [None] * len(tensors)
         for idx in group_by_size([tuple(t.shape[-2:]) for t in tensors], batch_size):
-            batch = self.normalize(_as_float([tensors[i] for i in idx]))
+            batch = self.normalize(as_float([tensors[i] for i in idx]))
             for i, labels in zip(idx, self.labels_of_normalized(batch, infer_scale)):
                 results[i] = labels
         return results  # type: ignore[return-value]

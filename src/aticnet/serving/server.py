@@ -195,7 +195,7 @@ def serve_models(specs: list[ModelSpec], *, host: str = DEFAULT_HOST, http_port:
 
     Args:
         specs: the models, with distinct names.
-        host: the address to listen on (loopback by default; "0.0.0.0" or "::" for every interface).
+        host: the address to listen on (loopback by default; ``0.0.0.0`` or ``::`` for every interface).
         http_port: the REST port.
         grpc_port: the gRPC port, or None.
         replicas: Ray Serve replicas per model.
