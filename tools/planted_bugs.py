@@ -228,7 +228,7 @@ BUGS = [
     ("a draws row loses the jitter's order", "data/transforms.py",
      'order = [int(i) for i in self.jitter["fn_idx"]]', "order = [0, 1, 2, 3]", "data/test_transforms.py"),
     # weights run at the scale they were trained for
-    ("load ignores the trained scale", "inference/segmenter.py", 'return float(meta.get("infer_scale") or 1.0)',
+    ("load ignores the trained scale", "inference/backends.py", 'return float(meta.get("infer_scale") or 1.0)',
      "return 1.0", "inference/test_trained_scale.py"),
     ("evaluate ignores the trained scale", "evaluation/evaluate.py",
      "scales = (trained_scale(meta, infer_scale),) if scales is None else tuple(scales)",

@@ -176,7 +176,8 @@ def evaluate(
     """
     from ..data import EvalTransform, build_dataset
     from ..data.loader import eval_loader
-    from ..inference.segmenter import load, trained_scale
+    from ..inference.backends import trained_scale
+    from ..inference.segmenter import load
     from ..models.weights import load_model
     from ..utils.distributed import pick_device
 

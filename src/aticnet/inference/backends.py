@@ -114,6 +114,14 @@ def checked_meta(meta: dict[str, Any], path: Path) -> dict[str, Any]:
     return {**meta, "model_config": config, "output_stride": int(meta.get("output_stride", 1))}
 
 
+def trained_scale(meta: dict[str, Any], infer_scale: float | None = None) -> float:
+    """``infer_scale`` when given, else the scale the weights were trained for (their metadata's ``infer_scale``:
+    a model trained on frames upsampled 2x runs on images upsampled 2x), else 1."""
+    if infer_scale is not None:
+        return float(infer_scale)
+    return float(meta.get("infer_scale") or 1.0)
+
+
 def _json_values(props: dict[str, str]) -> dict[str, Any]:
     out = {}
     for k, v in props.items():

@@ -40,6 +40,7 @@ from .backends import (
     load_onnx,
     load_openvino,
     load_torchscript,
+    trained_scale,
 )
 from .fast import DTYPES, optimize_for_inference
 from .images import as_float, default_palette, group_by_size, scaled_size, to_image_tensor
@@ -363,14 +364,6 @@ def load(
     model, meta = load_model(path, device)
     return segmenter_of_module(model, meta, device, backend=backend, fast=fast, infer_scale=infer_scale,
                                precision=precision, source=str(path))
-
-
-def trained_scale(meta: dict[str, Any], infer_scale: float | None = None) -> float:
-    """``infer_scale`` when given, else the scale the weights were trained for (their metadata's ``infer_scale``:
-    a model trained on frames upsampled 2x runs on images upsampled 2x), else 1."""
-    if infer_scale is not None:
-        return float(infer_scale)
-    return float(meta.get("infer_scale") or 1.0)
 
 
 def segmenter_of_module(model: nn.Module, meta: dict[str, Any], device: torch.device, *, backend: str | None = None,
