@@ -73,7 +73,6 @@ def _step_setup(name: str, variant: str, *, crop: int, batch: int, device: torch
     if not options["fused"]:  # the multi-tensor optimiser, which reads the loss's verdict back every step
         state.optimizer = build_optimizer(model, config, fused=False)
         state.scheduler = build_scheduler(state.optimizer, config)
-        state.skips_on_device = False
     forward = Compiled(model) if options["compile"] else model
 
     def step(images: Tensor, labels: Tensor) -> None:

@@ -287,9 +287,6 @@ class DeviceFrames:
             self.images = [image.to(self.device) for image, _ in pairs]
             self.labels = [label.to(self.device) for _, label in pairs]
 
-    def __len__(self) -> int:
-        return len(self.slot) + len(self.errors)
-
     def frame(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``i`` on the device: (3 x H x W uint8 image, H x W uint8 label), views, nothing copied."""
         j = self.slot[i]

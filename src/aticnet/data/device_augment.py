@@ -71,7 +71,3 @@ def augment_on_device(images: torch.Tensor | Sequence[torch.Tensor], labels: tor
         out_labels.append(label_crop)
     return torch.stack(out_images), torch.stack(out_labels)
 
-
-def same_size(shapes: Sequence[tuple[int, ...]]) -> bool:
-    """Whether frames of these shapes can be stacked into one batch for the GPU."""
-    return len(set(shapes)) <= 1

@@ -296,6 +296,7 @@ class TrainTransform:
         self.flip = flip
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.fill = (self.mean * 255).round().to(torch.uint8)  # uint8 padding: the mean colour, rounded to a byte
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         draws = self.draw(*image.shape[-2:])
@@ -303,8 +304,8 @@ class TrainTransform:
             return image, label, draws.to_row()
         if draws.jitter is not None:
             image = self.jitter.transform(tv_tensors.Image(image), draws.jitter).as_subclass(torch.Tensor)
-        if self.uint8:  # normalised on the device (TrainStream): padding is the mean colour, rounded to a byte
-            fill, convert = (self.mean * 255).round().to(torch.uint8), None
+        if self.uint8:  # normalised on the device (TrainStream)
+            fill, convert = self.fill, None
         else:  # the same float ops as v2.ToDtype(scale=True) and v2.Normalize
             fill, convert = None, lambda w: normalize_uint8(w, self.mean, self.std)
         (height, width), size = image.shape[-2:], list(draws.size)

@@ -84,8 +84,6 @@ class TrainState:
         self.model = model
         self.config = config
         self.optimizer = build_optimizer(model, config)
-        # torch's fused optimisers skip a step on the device when their found_inf flag is set: no step need wait
-        self.skips_on_device = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
         self.scheduler = build_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(next(model.parameters()).device.type, enabled=config.precision == "16")
         self.ema = MovingAverage(model, config.ema_decay) if config.ema_decay else None
@@ -95,6 +93,12 @@ class TrainState:
     def eval_model(self) -> nn.Module:
         """The weights to validate and save: the moving average when one is kept."""
         return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def skips_on_device(self) -> bool:
+        """Whether the optimiser can skip a step on the device (torch's fused ones take a ``found_inf`` flag), so
+        that no step need wait for it."""
+        return bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
 
     @property
     def device(self) -> torch.device:
